@@ -1,0 +1,141 @@
+"""The ``fairbench`` command line.
+
+Every user error ends as one line, ``fairbench: error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import FairbenchError
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise FairbenchError(message)
+
+
+def _cmd_run(args) -> int:
+    from .config import load_config
+    from .runner import choose_device, run_benchmark
+
+    config = load_config(args.config or DEFAULT_CONFIG)
+    out = Path(args.out) if args.out else Path("results") / config.benchmark.name
+    device = choose_device(args.device)
+    paths = run_benchmark(config, out, device=device)
+    print(f"wrote {len(paths)} records, {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
+    print((out / "leaderboard.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _cmd_tau(args) -> int:
+    from .config import load_config
+    from .runner import choose_device
+    from .tau_search import search_tau
+
+    config = load_config(args.config)
+    device = choose_device(args.device)
+    setup = config.model_spec().build(device=device, dataset=config.dataset)
+    extra = {}
+    if args.search == "direct" and "balance_features" in setup.extras:
+        extra["features"] = setup.extras["balance_features"]
+    result = search_tau(
+        args.search, setup.model,
+        scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
+        seed=args.seed, batch_size=args.batch_size, device=device, **extra,
+    )
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print(f"tau = {result.tau} ({result.search} search, {result.nfe} model evaluations, {result.wall_s:.2f}s)")
+        for tau, value in result.curve:
+            print(f"{tau:6d}  {value: .6f}")
+    return 0
+
+
+def _cmd_ls(args) -> int:
+    from .methods import METHODS
+    from .metrics import METRICS
+    from .models import MODEL_KINDS, _load_optional_kinds
+    from .schedulers import SCHEDULERS
+    from .tau_search import SEARCHES
+
+    _load_optional_kinds()
+    sections = {
+        "methods": list(METHODS),
+        "models": list(MODEL_KINDS),
+        "schedulers": list(SCHEDULERS),
+        "tau searches": list(SEARCHES),
+        "metrics": [f"{name} ({info.direction} is better)" if info.direction != "none" else name for name, info in METRICS.items()],
+    }
+    try:
+        from .datasets import DATASETS
+
+        sections["datasets"] = list(DATASETS)
+    except ImportError:
+        pass
+    for title, names in sections.items():
+        print(f"{title}:")
+        for name in names:
+            print(f"  {name}")
+    return 0
+
+
+def _cmd_leaderboard(args) -> int:
+    from .leaderboard import write_leaderboard
+
+    csv_path, md_path = write_leaderboard(Path(args.directory))
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fairbench", description="Fairness audit and benchmarking suite for diffusion models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a benchmark config (default: the embedded digits benchmark)")
+    run.add_argument("config", nargs="?", help="benchmark TOML (default: embedded digits benchmark)")
+    run.add_argument("--out", help="output directory (default: results/<benchmark name>)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.set_defaults(func=_cmd_run)
+
+    tau = commands.add_parser("tau", help="search the transition point tau for a config's model")
+    tau.add_argument("config")
+    tau.add_argument("--search", choices=["reference", "direct"], default="reference")
+    tau.add_argument("--batch-size", type=int, default=256)
+    tau.add_argument("--seed", type=int, default=0)
+    tau.add_argument("--device", default="auto")
+    tau.add_argument("--json", action="store_true", help="print {tau, search, curve, nfe} as JSON")
+    tau.set_defaults(func=_cmd_tau)
+
+    ls = commands.add_parser("ls", help="list methods, models, schedulers, searches, metrics, datasets")
+    ls.set_defaults(func=_cmd_ls)
+
+    board = commands.add_parser("leaderboard", help="regenerate the leaderboard of a results directory from its records")
+    board.add_argument("directory")
+    board.set_defaults(func=_cmd_leaderboard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "batch_size", 1) is not None and getattr(args, "batch_size", 1) <= 0:
+            raise FairbenchError(f"--batch-size must be positive, got {args.batch_size}")
+        return args.func(args)
+    except FairbenchError as exc:
+        message = " ".join(str(exc).split())
+        print(f"fairbench: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fairbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Benchmark configs: TOML files parsed into frozen dataclasses that reject unknown keys.
+
+A config has ``[benchmark]``, ``[model]``, optional ``[dataset]``, ``[sampler]``,
+``[[methods]]`` and optional ``[metrics]``. Model kinds and methods each own their keys;
+everything a run depends on ends up in the record's spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from .errors import FairbenchError, suggest
+
+# ---------------------------------------------------------------------------------------------
+# Generic, strict parsing of a table into a frozen dataclass.
+
+
+def _type_name(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict or hint is dict:
+        return "a table"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def _convert(value: Any, hint, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise FairbenchError(f"{where} = {value!r} is not allowed.{suggest(str(value), [str(c) for c in choices])}")
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except FairbenchError:
+                continue
+        raise FairbenchError(f"{where} must be {_type_name(hint)}, got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise FairbenchError(f"{where} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise FairbenchError(f"{where} must be a table, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise FairbenchError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FairbenchError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise FairbenchError(f"{where} must be a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise FairbenchError(f"{where} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        return parse_table(hint, value, where)
+    raise TypeError(f"unsupported config type {hint!r}")
+
+
+def parse_table(cls, data: Any, where: str):
+    """Build dataclass `cls` from a TOML table, refusing unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise FairbenchError(f"[{where}] must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    for key in data:
+        if key not in known:
+            raise FairbenchError(f"Unknown key {where}.{key!r}.{suggest(key, known)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.name in data:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise FairbenchError(f"Missing key {where}.{f.name!r}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        check(where)
+    return obj
+
+
+def _positive(value: int, where: str) -> None:
+    if value <= 0:
+        raise FairbenchError(f"{where} must be positive, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The config sections.
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    n_samples: int = 2000
+    seeds: list[int] = field(default_factory=lambda: [0])
+    batch_size: int = 1000  # execution detail: results do not depend on it
+
+    def validate(self, where: str) -> None:
+        _positive(self.n_samples, f"{where}.n_samples")
+        _positive(self.batch_size, f"{where}.batch_size")
+        if not self.seeds:
+            raise FairbenchError(f"{where}.seeds must list at least one seed")
+        if any(s < 0 for s in self.seeds):
+            raise FairbenchError(f"{where}.seeds must be non-negative, got {self.seeds}")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    scheduler: str = "ddim"
+    steps: int = 50
+
+    def validate(self, where: str) -> None:
+        from .schedulers import SCHEDULERS
+        from .errors import lookup
+
+        lookup(SCHEDULERS, self.scheduler, "scheduler")
+        _positive(self.steps, f"{where}.steps")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One ``[[methods]]`` entry. Keys other than `name` and `label` belong to the method."""
+
+    name: str
+    label: str | None = None
+    tau: int | float | str | None = None
+    weight: float | None = None
+    scale: float | None = None
+    search_batch_size: int = 256
+
+    def validate(self, where: str) -> None:
+        from .methods import METHODS
+        from .errors import lookup
+
+        lookup(METHODS, self.name, "method")
+        allowed = {
+            "conditional": set(),
+            "attribute_switching": {"tau"},
+            "embedding_mixing": {"weight"},
+            "classifier_guidance": {"scale"},
+        }[self.name]
+        for key in ("tau", "weight", "scale"):
+            if getattr(self, key) is not None and key not in allowed:
+                raise FairbenchError(f"{where}.{key} does not apply to method {self.name!r}")
+        if self.name == "attribute_switching":
+            if self.tau is None:
+                raise FairbenchError(f"{where}.tau is required for attribute_switching (an integer, 'reference' or 'direct')")
+            if isinstance(self.tau, str) and self.tau not in ("reference", "direct"):
+                raise FairbenchError(f"{where}.tau = {self.tau!r} is not a search.{suggest(self.tau, ['reference', 'direct'])}")
+        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
+            raise FairbenchError(f"{where}.weight must be in [0, 1], got {self.weight}")
+        if self.scale is not None and self.scale < 0:
+            raise FairbenchError(f"{where}.scale must be non-negative, got {self.scale}")
+        _positive(self.search_batch_size, f"{where}.search_batch_size")
+
+    @property
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        params = {k: getattr(self, k) for k in ("tau", "weight", "scale") if getattr(self, k) is not None}
+        inner = ", ".join(f"{k}={v}" for k, v in params.items())
+        return f"{self.name}({inner})" if inner else self.name
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    epsilon_folds: int = 5
+    confidence: float = 0.95
+    bootstrap: int = 1000
+
+    def validate(self, where: str) -> None:
+        if self.epsilon_folds < 2:
+            raise FairbenchError(f"{where}.epsilon_folds must be at least 2, got {self.epsilon_folds}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
+        _positive(self.bootstrap, f"{where}.bootstrap")
+
+
+@dataclass(frozen=True)
+class Config:
+    benchmark: BenchmarkSpec
+    model: dict
+    sampler: SamplerSpec
+    methods: list[MethodSpec]
+    dataset: dict | None = None
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    source: str = ""  # where the config came from (not part of any spec)
+
+    def model_spec(self):
+        from .models import model_spec
+
+        return model_spec(self.model)
+
+
+SECTIONS = ("benchmark", "model", "dataset", "sampler", "methods", "metrics")
+
+
+def _table(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise FairbenchError(f"[{where}] must be a table, got {value!r}")
+    return dict(value)
+
+
+def parse_config(data: dict, *, source: str = "<config>") -> Config:
+    for key in data:
+        if key not in SECTIONS:
+            raise FairbenchError(f"Unknown section [{key}] in {source}.{suggest(key, SECTIONS)}")
+    for key in ("benchmark", "model", "methods"):
+        if key not in data:
+            raise FairbenchError(f"{source} has no [{key}] section")
+    methods = data["methods"]
+    if not isinstance(methods, list) or not methods:
+        raise FairbenchError(f"{source}: [[methods]] must list at least one method")
+    config = Config(
+        benchmark=parse_table(BenchmarkSpec, data["benchmark"], "benchmark"),
+        model=_table(data["model"], "model"),
+        sampler=parse_table(SamplerSpec, data.get("sampler", {}), "sampler"),
+        methods=[parse_table(MethodSpec, m, f"methods[{i}]") for i, m in enumerate(methods)],
+        dataset=_table(data["dataset"], "dataset") if "dataset" in data else None,
+        metrics=parse_table(MetricsSpec, data.get("metrics", {}), "metrics"),
+        source=source,
+    )
+    labels = [m.display for m in config.methods]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise FairbenchError(f"{source}: methods with the same label {duplicates[0]!r}; give each a distinct 'label'")
+    config.model_spec()  # validate the model table now, before any work
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise FairbenchError(f"config file {str(path)!r} does not exist")
+    if path.is_dir():
+        raise FairbenchError(f"config {str(path)!r} is a directory, not a TOML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FairbenchError(f"cannot read config {str(path)!r}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise FairbenchError(f"{str(path)!r} is not valid TOML: {exc}") from None
+    return parse_config(data, source=str(path))

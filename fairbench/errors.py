@@ -1,0 +1,39 @@
+"""User-facing errors.
+
+Anything the user can get wrong (a config value, a path, a name) raises `FairbenchError`
+at the boundary; the CLI prints it as one line, ``fairbench: error: ...``, and exits with
+status 2. Programming errors are left to raise normally.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class FairbenchError(Exception):
+    """A problem with the user's input, reported as one line."""
+
+
+class NumericalFault(FairbenchError):
+    """A model produced NaN or inf during sampling."""
+
+
+def suggest(name: str, valid: Iterable[str]) -> str:
+    """Return ``" Did you mean: x?"`` for the closest valid name, else the list of valid names."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+    if close:
+        return f" Did you mean: {close[0]}?"
+    return f" Valid: {', '.join(valid)}."
+
+
+def lookup(registry: Mapping[str, T], name: str, kind: str) -> T:
+    """Look `name` up in a registry dict, or raise one clear line naming it."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        raise FairbenchError(f"Unknown {kind} {name!r}.{suggest(name, registry)}") from None

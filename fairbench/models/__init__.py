@@ -1,0 +1,99 @@
+"""Model kinds: each parses its own ``[model]`` table and builds a `Setup` for the runner.
+
+``MODEL_KINDS`` maps the ``kind`` key to the spec dataclass of that kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from ..errors import FairbenchError, lookup
+from .base import Denoiser, GuidanceClassifier
+
+
+@dataclass
+class Setup:
+    """Everything a benchmark needs from a model kind, built once per run."""
+
+    model: Denoiser
+    guidance: GuidanceClassifier | None = None
+    # Features the epsilon estimator classifies (raw values, or a judge's features for images).
+    features: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda x: x.reshape(len(x), -1))
+    feature_name: str = "raw"
+    # Extra exact metrics for a run, e.g. the closed-form TV on the Gaussian model.
+    exact_metrics: Callable[..., dict[str, Any]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GaussianSpec:
+    """``kind = "gaussian"``: the analytic model of METHOD.md."""
+
+    kind: Literal["gaussian"]
+    means: list[list[float]]
+    std: float = 0.5
+    beta_schedule: str = "linear"
+    num_train_timesteps: int = 1000
+    attribute_names: list[str] | None = None
+
+    def validate(self, where: str) -> None:
+        from ..schedulers import BETA_SCHEDULES
+
+        lookup({b: b for b in BETA_SCHEDULES}, self.beta_schedule, f"{where}.beta_schedule")
+        if len(self.means) < 2 or len({len(row) for row in self.means}) != 1 or not self.means[0]:
+            raise FairbenchError(f"{where}.means must be at least 2 rows of equal, non-zero length")
+        if self.std <= 0:
+            raise FairbenchError(f"{where}.std must be positive, got {self.std}")
+        if self.num_train_timesteps < 2:
+            raise FairbenchError(f"{where}.num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
+        if self.attribute_names is not None and len(self.attribute_names) != len(self.means):
+            raise FairbenchError(f"{where}.attribute_names must name {len(self.means)} values, got {len(self.attribute_names)}")
+
+    def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
+        from .gaussian import GaussianModel, exact_run_metrics
+
+        model = GaussianModel(
+            self.means,
+            self.std,
+            beta_schedule=self.beta_schedule,
+            num_train_timesteps=self.num_train_timesteps,
+            attribute_names=tuple(self.attribute_names) if self.attribute_names else None,
+        )
+        return Setup(
+            model=model,
+            guidance=model.guidance_classifier(),
+            exact_metrics=lambda **kw: exact_run_metrics(model, **kw),
+        )
+
+
+MODEL_KINDS: dict[str, type] = {"gaussian": GaussianSpec}
+
+
+def register_model_kind(kind: str, spec: type) -> None:
+    MODEL_KINDS[kind] = spec
+
+
+def model_spec(table: dict):
+    from ..config import parse_table
+
+    _load_optional_kinds()
+    kind = table.get("kind")
+    if kind is None:
+        raise FairbenchError(f"[model] needs a 'kind'. Valid: {', '.join(sorted(MODEL_KINDS))}.")
+    return parse_table(lookup(MODEL_KINDS, kind, "model kind"), table, "model")
+
+
+def _load_optional_kinds() -> None:
+    """Image and text-to-image kinds live in their own modules; import them on first use."""
+    import importlib
+
+    for module in ("fairbench.models.unet", "fairbench.models.text_to_image"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise

@@ -1,0 +1,117 @@
+"""Run records: spec + metrics + provenance + the content hash of the spec.
+
+One JSON file per run under ``DIR/records/``, named by the spec hash, written atomically
+(temporary file in the same directory, then ``os.replace``), so a record is either whole
+or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .errors import FairbenchError
+
+SCHEMA_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(*, device: str, seed: int, batch_size: int) -> dict:
+    packages = ("fairbench", "torch", "diffusers", "numpy", "scikit-learn", "fairlearn", "torchmetrics", "clean-fid")
+    return {
+        "versions": {p: _version(p) for p in packages} | {"python": platform.python_version()},
+        "git_sha": git_sha(),
+        "device": device,
+        "platform": platform.platform(),
+        "seed": seed,
+        "batch_size": batch_size,
+    }
+
+
+def make_record(*, spec: dict, label: str, metrics: dict, provenance: dict, extra: dict | None = None) -> dict:
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "label": label,
+        "spec": spec,
+        "spec_hash": spec_hash(spec),
+        "metrics": metrics,
+        "provenance": provenance,
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_path(out_dir: Path, record: dict) -> Path:
+    return out_dir / "records" / f"{record['spec_hash'][:16]}.json"
+
+
+def write_record(out_dir: Path, record: dict) -> Path:
+    path = record_path(out_dir, record)
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_records(directory: Path) -> list[dict]:
+    """All records under ``directory/records`` (or `directory` itself), sorted by label and seed."""
+    directory = Path(directory)
+    folder = directory / "records" if (directory / "records").is_dir() else directory
+    if not folder.is_dir():
+        raise FairbenchError(f"{str(directory)!r} holds no records directory")
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FairbenchError(f"record {str(path)!r} is not valid JSON: {exc}") from None
+        if not isinstance(record, dict) or "spec" not in record or "metrics" not in record:
+            raise FairbenchError(f"record {str(path)!r} is not a fairbench record")
+        records.append(record)
+    return sorted(records, key=lambda r: (r["spec"].get("method_index", 0), r["label"], r["spec"].get("seed", 0)))

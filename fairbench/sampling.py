@@ -1,0 +1,124 @@
+"""The one sampling loop: a diffusers scheduler, a model, and a method that picks conditions.
+
+For every visited timestep t: the method gives each sample a condition mixture; the model
+predicts the noise under it; a method with a correction (classifier guidance) adjusts it;
+the scheduler takes its ordinary step. Nothing else differs between methods.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import NumericalFault
+from .models.base import Denoiser
+from .noise import STEPS, generators, initial_noise
+from .schedulers import make_scheduler
+
+
+@dataclass
+class SampleOutput:
+    samples: torch.Tensor  # [N, *sample_shape], on the CPU
+    requested: torch.Tensor  # [N]
+    final: torch.Tensor  # [N]: the value whose details each sample ends with
+    nfe: int  # model evaluations, counted per sample
+    wall_s: float
+    classifier_evals: int = 0
+
+
+def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
+    kwargs = {"generator": gens}
+    if type(scheduler).__name__ == "DDIMScheduler":
+        kwargs["eta"] = 0.0
+    return kwargs
+
+
+def denoise(
+    model: Denoiser,
+    method,
+    noise: torch.Tensor,
+    requested: torch.Tensor,
+    *,
+    scheduler_name: str,
+    steps: int,
+    step_generators: list[torch.Generator],
+    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> tuple[torch.Tensor, int, int]:
+    """Run one batch from `noise` to samples; returns (samples, nfe, classifier evaluations)."""
+    scheduler = make_scheduler(scheduler_name, **model.scheduler_config())
+    scheduler.set_timesteps(steps)
+    abar = scheduler.alphas_cumprod
+    k = model.num_attributes
+    x = noise * scheduler.init_noise_sigma
+    nfe = classifier_evals = 0
+    correct = getattr(method, "correct", None)
+    kwargs = _step_kwargs(scheduler, step_generators)
+    for index, t_tensor in enumerate(scheduler.timesteps):
+        t = int(t_tensor)
+        model_input = scheduler.scale_model_input(x, t_tensor)
+        weights = method.weights(t, requested, k).to(x.device)
+        with torch.no_grad():
+            eps = model.eps(model_input, t, weights)
+        nfe += len(x)
+        if correct is not None:
+            eps = correct(eps, model_input, t, float(abar[t]))
+            classifier_evals += len(x)
+        if not torch.isfinite(eps).all():
+            raise NumericalFault(
+                f"non-finite noise prediction from the model at step {index} (t={t}) "
+                f"under method {method.name} {method.params()}"
+            )
+        x = scheduler.step(eps, t_tensor, x, **kwargs).prev_sample
+        if on_step is not None:
+            on_step(index, t, x)
+    if not torch.isfinite(x).all():
+        raise NumericalFault(f"non-finite samples at the end of sampling under method {method.name} {method.params()}")
+    return x, nfe, classifier_evals
+
+
+def sample(
+    model: Denoiser,
+    method,
+    requested: torch.Tensor,
+    *,
+    scheduler_name: str,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    indices: Sequence[int] | None = None,
+    device: str | torch.device = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> SampleOutput:
+    """Sample ``len(requested)`` outputs; sample j uses the noise of index ``indices[j]`` (default j)."""
+    requested = torch.as_tensor(requested, dtype=torch.long)
+    indices = list(range(len(requested))) if indices is None else list(indices)
+    outputs, nfe, classifier_evals = [], 0, 0
+    start = time.perf_counter()
+    for lo in range(0, len(requested), batch_size):
+        batch = indices[lo : lo + batch_size]
+        noise = initial_noise(seed, batch, model.sample_shape, dtype=model.dtype).to(device)
+        x, n, c = denoise(
+            model,
+            method,
+            noise,
+            requested[lo : lo + batch_size].to(device),
+            scheduler_name=scheduler_name,
+            steps=steps,
+            step_generators=generators(seed, batch, STEPS),
+        )
+        outputs.append(x.detach().cpu())
+        nfe, classifier_evals = nfe + n, classifier_evals + c
+        if progress is not None:
+            progress(len(batch))
+    k = model.num_attributes
+    return SampleOutput(
+        samples=torch.cat(outputs),
+        requested=requested,
+        final=method.final(requested, k),
+        nfe=nfe,
+        wall_s=time.perf_counter() - start,
+        classifier_evals=classifier_evals,
+    )

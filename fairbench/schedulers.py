@@ -1,0 +1,76 @@
+"""The samplers fairbench drives: diffusers schedulers, built from one noise schedule.
+
+A scheduler visits a decreasing list of training timesteps ``t_1 > ... > t_n``; every method
+and every tau search works on that grid (see METHOD.md, "Notation").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from .errors import lookup
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def _ddim(noise: dict[str, Any]) -> SchedulerMixin:
+    # eta = 0 (deterministic) is passed at step time; clip_sample off so that every update
+    # stays affine in x (the analytic Gaussian model relies on it).
+    return DDIMScheduler(**noise, clip_sample=False, set_alpha_to_one=True)
+
+
+def _ddpm(noise: dict[str, Any]) -> SchedulerMixin:
+    return DDPMScheduler(**noise, clip_sample=False, variance_type="fixed_small")
+
+
+def _dpm(noise: dict[str, Any]) -> SchedulerMixin:
+    return DPMSolverMultistepScheduler(**noise, algorithm_type="dpmsolver++", solver_order=2)
+
+
+def _euler(noise: dict[str, Any]) -> SchedulerMixin:
+    return EulerDiscreteScheduler(**noise)
+
+
+SCHEDULERS = {"ddim": _ddim, "ddpm": _ddpm, "dpm_solver": _dpm, "euler": _euler}
+
+
+def make_scheduler(
+    name: str,
+    *,
+    num_train_timesteps: int = 1000,
+    beta_schedule: str = "linear",
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    prediction_type: str = "epsilon",
+) -> SchedulerMixin:
+    """Build the named scheduler over one training noise schedule."""
+    build = lookup(SCHEDULERS, name, "scheduler")
+    lookup({b: b for b in BETA_SCHEDULES}, beta_schedule, "beta_schedule")
+    noise = dict(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        beta_start=beta_start,
+        beta_end=beta_end,
+        prediction_type=prediction_type,
+    )
+    return build(noise)
+
+
+def visited_timesteps(scheduler: SchedulerMixin, steps: int) -> list[int]:
+    """Training timesteps the scheduler visits for `steps` inference steps, in order."""
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def alphas_cumprod(scheduler: SchedulerMixin) -> torch.Tensor:
+    """``abar_t`` for t = 0..T-1, float64."""
+    return scheduler.alphas_cumprod.to(torch.float64)
