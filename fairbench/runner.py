@@ -88,7 +88,7 @@ def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed
     method = build_method(spec, setup, tau)
     n = config.benchmark.n_samples
     requested = requested_values(n, model.num_attributes)
-    out = sample(
+    out = (setup.sample or sample)(
         model, method, requested,
         scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=seed,
         batch_size=config.benchmark.batch_size, device=device,

@@ -26,6 +26,9 @@ class Setup:
     feature_name: str = "raw"
     # Extra exact metrics for a run, e.g. the closed-form TV on the Gaussian model.
     exact_metrics: Callable[..., dict[str, Any]] | None = None
+    # A kind with its own sampling path (text-to-image pipelines) provides it here, with the
+    # signature of `fairbench.sampling.sample`; None means the shared loop.
+    sample: Callable[..., Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
