@@ -16,6 +16,16 @@ from .base import Denoiser, GuidanceClassifier
 
 
 @dataclass
+class RealData:
+    """Real samples for reference metrics (FID against real data, train-synthetic-test-real)."""
+
+    samples: torch.Tensor  # [N, *sample_shape], same space as the generated samples
+    sensitive: torch.Tensor  # [N] sensitive attribute codes
+    target: torch.Tensor | None = None  # [N] target attribute codes (utility), if any
+    target_values: tuple[str, ...] = ()
+
+
+@dataclass
 class Setup:
     """Everything a benchmark needs from a model kind, built once per run."""
 
@@ -29,6 +39,12 @@ class Setup:
     # A kind with its own sampling path (text-to-image pipelines) provides it here, with the
     # signature of `fairbench.sampling.sample`; None means the shared loop.
     sample: Callable[..., Any] | None = None
+    # Image kinds: real reference data, and the judge (trained on real data, never the
+    # guidance classifier): samples -> log-probabilities over the k sensitive values.
+    real: RealData | None = None
+    judge: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # samples -> log-probabilities over the target attribute (labels for the utility metrics).
+    target_judge: Callable[[torch.Tensor], torch.Tensor] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
