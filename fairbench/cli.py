@@ -94,6 +94,13 @@ def _cmd_leaderboard(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import tau_search_report
+
+    print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fairbench", description="Fairness audit and benchmarking suite for diffusion models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -119,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="regenerate the leaderboard of a results directory from its records")
     board.add_argument("directory")
     board.set_defaults(func=_cmd_leaderboard)
+
+    report = commands.add_parser("report", help="generated reports (tau-search: both searches vs the exact optimum)")
+    report.add_argument("name", choices=["tau-search"])
+    report.add_argument("--batch-size", type=int, default=256)
+    report.add_argument("--seed", type=int, default=0)
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -257,7 +257,11 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise FairbenchError(f"{source}: methods with the same label {duplicates[0]!r}; give each a distinct 'label'")
-    config.model_spec()  # validate the model table now, before any work
+    model = config.model_spec()  # validate the model table now, before any work
+    if hasattr(model, "num_train_timesteps"):
+        from .runner import validate_methods
+
+        validate_methods(config, model.num_train_timesteps)
     return config
 
 

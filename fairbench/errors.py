@@ -25,9 +25,11 @@ class NumericalFault(FairbenchError):
 def suggest(name: str, valid: Iterable[str]) -> str:
     """Return ``" Did you mean: x?"`` for the closest valid name, else the list of valid names."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.6)
     if close:
-        return f" Did you mean: {close[0]}?"
+        # prefer a transposition of the same letters ("ddmi" -> "ddim", not "ddpm")
+        same_letters = [c for c in close if sorted(c) == sorted(str(name))]
+        return f" Did you mean: {(same_letters or close)[0]}?"
     return f" Valid: {', '.join(valid)}."
 
 

@@ -135,10 +135,19 @@ def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed
     )
 
 
+def validate_methods(config: Config, num_train_timesteps: int) -> None:
+    """Refuse bad method parameters before any work or any output."""
+    for spec in config.methods:
+        if spec.name == "attribute_switching" and not isinstance(spec.tau, str):
+            resolve_tau(spec.tau, num_train_timesteps)
+
+
 def run_benchmark(config: Config, out_dir: Path, *, device: str = "cpu", log=None) -> list[Path]:
     log = log or (lambda message: print(message, file=sys.stderr))
-    prepare_output(out_dir)
+    check_output(out_dir)
     setup = config.model_spec().build(device=device, dataset=config.dataset)
+    validate_methods(config, setup.model.num_train_timesteps)
+    prepare_output(out_dir)
     paths = []
     for seed in config.benchmark.seeds:
         for index, spec in enumerate(config.methods):
@@ -152,9 +161,18 @@ def run_benchmark(config: Config, out_dir: Path, *, device: str = "cpu", log=Non
     return paths
 
 
-def prepare_output(out_dir: Path) -> None:
+def check_output(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise FairbenchError(f"output directory {str(out_dir)!r} exists and is not a directory")
+    for parent in out_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise FairbenchError(f"output directory {str(out_dir)!r} is inside {str(parent)!r}, which is a file")
+            break
+
+
+def prepare_output(out_dir: Path) -> None:
+    check_output(out_dir)
     try:
         (out_dir / "records").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
