@@ -21,14 +21,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_run(args) -> int:
-    from .config import load_config
+    from .config import load_grid
     from .runner import choose_device, run_benchmark
 
-    config = load_config(args.config or DEFAULT_CONFIG)
-    out = Path(args.out) if args.out else Path("results") / config.benchmark.name
+    configs = load_grid(args.config or DEFAULT_CONFIG)
+    out = Path(args.out) if args.out else Path("results") / configs[0].benchmark.name.split("/")[0]
     device = choose_device(args.device)
-    paths = run_benchmark(config, out, device=device)
-    print(f"wrote {len(paths)} records, {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
+    records = run_benchmark(configs, out, device=device, executor=args.executor)
+    print(f"{len(records)} records in {out / 'records'}; leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
     print((out / "leaderboard.md").read_text(encoding="utf-8"))
     return 0
 
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="benchmark TOML (default: embedded digits benchmark)")
     run.add_argument("--out", help="output directory (default: results/<benchmark name>)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--executor", default="local", help="local (default) or ray")
     run.set_defaults(func=_cmd_run)
 
     tau = commands.add_parser("tau", help="search the transition point tau for a config's model")

@@ -8,6 +8,7 @@ everything a run depends on ends up in the record's spec.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import tomllib
 import types
@@ -126,11 +127,14 @@ class BenchmarkSpec:
     name: str
     n_samples: int = 2000
     seeds: list[int] = field(default_factory=lambda: [0])
-    batch_size: int = 1000  # execution detail: results do not depend on it
+    # Execution details: results do not depend on them.
+    batch_size: int = 1000
+    shard_size: int = 1000  # samples per resumable shard
 
     def validate(self, where: str) -> None:
         _positive(self.n_samples, f"{where}.n_samples")
         _positive(self.batch_size, f"{where}.batch_size")
+        _positive(self.shard_size, f"{where}.shard_size")
         if not self.seeds:
             raise FairbenchError(f"{where}.seeds must list at least one seed")
         if any(s < 0 for s in self.seeds):
@@ -225,7 +229,8 @@ class Config:
         return model_spec(self.model)
 
 
-SECTIONS = ("benchmark", "model", "dataset", "sampler", "methods", "metrics")
+SECTIONS = ("benchmark", "model", "models", "dataset", "datasets", "sampler", "methods", "metrics")
+SWEEPABLE = ("tau", "weight", "scale")
 
 
 def _table(value: Any, where: str) -> dict:
@@ -234,16 +239,90 @@ def _table(value: Any, where: str) -> dict:
     return dict(value)
 
 
+def _expand_methods(methods: Any, source: str) -> list[dict]:
+    """Expand parameter sweeps: ``tau = [650, 700]`` in one entry gives one method per value."""
+    if not isinstance(methods, list) or not methods:
+        raise FairbenchError(f"{source}: [[methods]] must list at least one method")
+    expanded = []
+    for i, entry in enumerate(methods):
+        entry = _table(entry, f"methods[{i}]")
+        sweeps = {k: v for k, v in entry.items() if k in SWEEPABLE and isinstance(v, list)}
+        if not sweeps:
+            expanded.append(entry)
+            continue
+        for key, values in sweeps.items():
+            if not values:
+                raise FairbenchError(f"methods[{i}].{key} sweeps over an empty list")
+        keys = list(sweeps)
+        for combo in itertools.product(*(sweeps[k] for k in keys)):
+            item = dict(entry) | dict(zip(keys, combo))
+            if "label" in entry:
+                item["label"] = f"{entry['label']}[" + ", ".join(f"{k}={v}" for k, v in zip(keys, combo)) + "]"
+            expanded.append(item)
+    return expanded
+
+
+def _variants(data: dict, single: str, plural: str, source: str) -> list[tuple[str | None, dict | None]]:
+    """(label, table) for each entry of ``[single]`` or ``[[plural]]``."""
+    if single in data and plural in data:
+        raise FairbenchError(f"{source}: use either [{single}] or [[{plural}]], not both")
+    if plural in data:
+        entries = data[plural]
+        if not isinstance(entries, list) or not entries:
+            raise FairbenchError(f"{source}: [[{plural}]] must list at least one table")
+        out = []
+        for i, entry in enumerate(entries):
+            entry = _table(entry, f"{plural}[{i}]")
+            label = entry.pop("label", None)
+            if label is None:
+                label = str(entry.get("name") or entry.get("path") or entry.get("kind") or i)
+            out.append((str(label), entry))
+        labels = [label for label, _ in out]
+        if len(set(labels)) != len(labels):
+            raise FairbenchError(f"{source}: [[{plural}]] entries need distinct 'label's, got {labels}")
+        return out
+    if single in data:
+        return [(None, _table(data[single], single))]
+    return [(None, None)]
+
+
+def parse_grid(data: dict, *, source: str = "<config>") -> list[Config]:
+    """A benchmark grid: models x datasets x methods (with sweeps) x seeds, one Config per cell.
+
+    ``[[models]]`` / ``[[datasets]]`` (each with an optional ``label``) list several; a cell's
+    benchmark name is ``name/model-label/dataset-label`` for the parts that vary.
+    """
+    if not isinstance(data, dict):
+        raise FairbenchError(f"{source} is not a table")
+    for key in data:
+        if key not in SECTIONS:
+            raise FairbenchError(f"Unknown section [{key}] in {source}.{suggest(key, SECTIONS)}")
+    if "model" not in data and "models" not in data:
+        raise FairbenchError(f"{source} has no [model] section")
+    configs = []
+    for model_label, model in _variants(data, "model", "models", source):
+        for dataset_label, dataset in _variants(data, "dataset", "datasets", source):
+            cell = {k: v for k, v in data.items() if k not in ("models", "datasets")}
+            cell["model"] = model
+            if dataset is not None:
+                cell["dataset"] = dataset
+            suffix = "".join(f"/{label}" for label in (model_label, dataset_label) if label is not None)
+            if suffix and isinstance(cell.get("benchmark"), dict) and "name" in cell["benchmark"]:
+                cell["benchmark"] = dict(cell["benchmark"], name=cell["benchmark"]["name"] + suffix)
+            configs.append(parse_config(cell, source=source))
+    return configs
+
+
 def parse_config(data: dict, *, source: str = "<config>") -> Config:
     for key in data:
         if key not in SECTIONS:
             raise FairbenchError(f"Unknown section [{key}] in {source}.{suggest(key, SECTIONS)}")
+        if key in ("models", "datasets"):
+            raise FairbenchError(f"{source} is a grid ([[{key}]]); run it with `fairbench run`")
     for key in ("benchmark", "model", "methods"):
         if key not in data:
             raise FairbenchError(f"{source} has no [{key}] section")
-    methods = data["methods"]
-    if not isinstance(methods, list) or not methods:
-        raise FairbenchError(f"{source}: [[methods]] must list at least one method")
+    methods = _expand_methods(data["methods"], source)
     config = Config(
         benchmark=parse_table(BenchmarkSpec, data["benchmark"], "benchmark"),
         model=_table(data["model"], "model"),
@@ -266,6 +345,14 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
 
 
 def load_config(path: str | Path) -> Config:
+    return parse_config(read_toml(path), source=str(path))
+
+
+def load_grid(path: str | Path) -> list[Config]:
+    return parse_grid(read_toml(path), source=str(path))
+
+
+def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FairbenchError(f"config file {str(path)!r} does not exist")
@@ -279,4 +366,4 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise FairbenchError(f"{str(path)!r} is not valid TOML: {exc}") from None
-    return parse_config(data, source=str(path))
+    return data

@@ -28,10 +28,11 @@ def leaderboard_frame(records: list[dict]) -> pd.DataFrame:
     """One row per label: ``<metric>_mean``, ``<metric>_std`` and interval bounds where recorded."""
     rows = []
     names = _scalar_metrics(records)
-    labels = list(dict.fromkeys(r["label"] for r in records))
-    for label in labels:
-        group = [r for r in records if r["label"] == label]
-        row = {"method": label, "benchmark": group[0]["spec"].get("benchmark"), "n_seeds": len(group)}
+    # One row per (benchmark cell, method label): grid cells never share a row.
+    keys = list(dict.fromkeys((r["spec"].get("benchmark"), r["label"]) for r in records))
+    for benchmark, label in keys:
+        group = [r for r in records if r["label"] == label and r["spec"].get("benchmark") == benchmark]
+        row = {"method": label, "benchmark": benchmark, "n_seeds": len(group)}
         for name in names:
             values = [r["metrics"].get(name) for r in group]
             values = [v for v in values if isinstance(v, (int, float))]

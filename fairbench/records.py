@@ -93,10 +93,30 @@ def record_path(out_dir: Path, record: dict) -> Path:
     return out_dir / "records" / f"{record['spec_hash'][:16]}.json"
 
 
-def write_record(out_dir: Path, record: dict) -> Path:
-    path = record_path(out_dir, record)
+def write_record(out_dir: Path, record: dict, *, path: Path | None = None) -> Path:
+    path = path or record_path(out_dir, record)
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FairbenchError(f"{str(path)!r} is not valid JSON: {exc}") from None
+
+
+# Metrics that measure the machine rather than the method: they differ between runs.
+MACHINE_METRICS = ("wall_s", "samples_per_s", "tau_search_s", "peak_mem_mb")
+
+
+def comparable(record: dict) -> dict:
+    """A record without provenance and machine-dependent timings: equal for equal work."""
+    out = {k: v for k, v in record.items() if k != "provenance"}
+    out["metrics"] = {k: v for k, v in record["metrics"].items() if k not in MACHINE_METRICS}
+    if "tau_search" in out:
+        out["tau_search"] = {k: v for k, v in out["tau_search"].items() if k != "wall_s"}
+    return out
 
 
 def read_records(directory: Path) -> list[dict]:
@@ -114,4 +134,7 @@ def read_records(directory: Path) -> list[dict]:
         if not isinstance(record, dict) or "spec" not in record or "metrics" not in record:
             raise FairbenchError(f"record {str(path)!r} is not a fairbench record")
         records.append(record)
-    return sorted(records, key=lambda r: (r["spec"].get("method_index", 0), r["label"], r["spec"].get("seed", 0)))
+    return sorted(
+        records,
+        key=lambda r: (r["spec"].get("benchmark", ""), r["spec"].get("method_index", 0), r["label"], r["spec"].get("seed", 0)),
+    )

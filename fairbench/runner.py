@@ -1,4 +1,11 @@
-"""The harness: run every method of a config over the same seeded noise, write records.
+"""The harness: plan a grid into content-addressed jobs, run them resumably, write records.
+
+A job is one (cell, method, seed). Its key is the hash of its full spec, and everything it
+writes lives under that key: ``records/<key>.json``, ``searches/<key>.json`` (the tau
+search), ``shards/<key>/<i>.safetensors`` (samples). Each file is written atomically, and a
+finished file is never recomputed, so a run killed at any moment and started again ends
+with the same records as an uninterrupted run (up to the machine-dependent timings). A
+per-job lock file keeps two runs on one directory from doing the same job twice.
 
 The device is chosen here and nowhere else.
 """
@@ -6,11 +13,18 @@ The device is chosen here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import json
 import sys
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from .config import Config, MethodSpec
 from .errors import FairbenchError
@@ -18,10 +32,9 @@ from .leaderboard import write_leaderboard
 from .methods import METHODS, ClassifierGuidance, resolve_tau
 from .metrics.fairness import epsilon_fairness
 from .models import Setup
-from .records import make_record, provenance, write_record
-from .sampling import sample
+from .records import atomic_write_text, make_record, provenance, read_json, spec_hash, write_record
+from .sampling import SampleOutput, sample
 from .tau_search import TauSearchResult, search_tau
-
 
 def choose_device(requested: str | None = None) -> str:
     if requested in (None, "auto"):
@@ -38,17 +51,64 @@ def requested_values(n: int, k: int) -> torch.Tensor:
     return torch.arange(n) % k
 
 
-def run_tau_search(config: Config, setup: Setup, spec: MethodSpec, *, seed: int, device: str) -> TauSearchResult:
-    return search_tau(
-        spec.tau,
-        setup.model,
-        scheduler_name=config.sampler.scheduler,
-        steps=config.sampler.steps,
-        seed=seed,
-        batch_size=spec.search_batch_size,
-        device=device,
-        **({"features": setup.extras["balance_features"]} if spec.tau == "direct" and "balance_features" in setup.extras else {}),
-    )
+# ---------------------------------------------------------------------------------------------
+# Jobs
+
+
+@dataclass(frozen=True)
+class Job:
+    config: Config
+    method_index: int
+    seed: int
+
+    @property
+    def method(self) -> MethodSpec:
+        return self.config.methods[self.method_index]
+
+    def spec(self) -> dict:
+        """Everything the job's results depend on (and nothing they do not, like batch size)."""
+        config, method = self.config, self.method
+        searched = method.name == "attribute_switching" and isinstance(method.tau, str)
+        method_dict = {
+            k: v for k, v in dataclasses.asdict(method).items()
+            if v is not None and k != "label" and (k != "search_batch_size" or searched)
+        }
+        return {
+            "benchmark": config.benchmark.name,
+            "model": config.model,
+            "dataset": config.dataset,
+            "sampler": dataclasses.asdict(config.sampler),
+            "method": method_dict,
+            "method_index": self.method_index,
+            "n_samples": config.benchmark.n_samples,
+            "seed": self.seed,
+            "metrics": dataclasses.asdict(config.metrics),
+            "requested": "sample i requests value i mod k",
+        }
+
+    @property
+    def key(self) -> str:
+        return spec_hash(self.spec())
+
+
+def plan(configs: list[Config]) -> list[Job]:
+    return [
+        Job(config, index, seed)
+        for config in configs
+        for seed in config.benchmark.seeds
+        for index in range(len(config.methods))
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# One job
+
+
+def validate_methods(config: Config, num_train_timesteps: int) -> None:
+    """Refuse bad method parameters before any work or any output."""
+    for spec in config.methods:
+        if spec.name == "attribute_switching" and not isinstance(spec.tau, str):
+            resolve_tau(spec.tau, num_train_timesteps)
 
 
 def build_method(spec: MethodSpec, setup: Setup, tau: int | None):
@@ -64,40 +124,76 @@ def build_method(spec: MethodSpec, setup: Setup, tau: int | None):
     return cls()
 
 
-def method_spec_dict(spec: MethodSpec, method) -> dict:
-    out = {"name": spec.name, **method.params()}
-    if spec.name == "attribute_switching":
-        out["tau_source"] = spec.tau if isinstance(spec.tau, str) else "given"
-        if isinstance(spec.tau, str):
-            out["search_batch_size"] = spec.search_batch_size
-    return out
+def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str) -> TauSearchResult:
+    path = out_dir / "searches" / f"{job.key[:16]}.json"
+    if path.exists():
+        saved = read_json(path)
+        return TauSearchResult(saved["tau"], saved["search"], [tuple(p) for p in saved["curve"]], saved["nfe"], saved["wall_s"])
+    spec, config = job.method, job.config
+    extra = {}
+    if spec.tau == "direct" and "balance_features" in setup.extras:
+        extra["features"] = setup.extras["balance_features"]
+    result = search_tau(
+        spec.tau, setup.model, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
+        seed=job.seed, batch_size=spec.search_batch_size, device=device, **extra,
+    )
+    atomic_write_text(path, json.dumps(result.as_json() | {"wall_s": result.wall_s}) + "\n")
+    return result
 
 
-def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed: int, device: str) -> dict:
-    """One (method, seed) cell: resolve tau, sample, measure, return the record."""
-    model = setup.model
-    T = model.num_train_timesteps
-    search = None
-    tau = None
+def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) -> SampleOutput:
+    """Sample in shards of ``shard_size``; finished shards are loaded, not recomputed."""
+    config = job.config
+    n, size = config.benchmark.n_samples, config.benchmark.shard_size
+    k = setup.model.num_attributes
+    requested = requested_values(n, k)
+    folder = out_dir / "shards" / job.key[:16]
+    parts, nfe, classifier_evals, wall = [], 0, 0, 0.0
+    for lo in range(0, n, size):
+        path = folder / f"{lo // size:05d}.safetensors"
+        indices = list(range(lo, min(lo + size, n)))
+        if path.exists():
+            with safe_open(str(path), framework="pt") as handle:
+                samples, meta = handle.get_tensor("samples"), handle.metadata()
+            shard_nfe, shard_evals, shard_wall = int(meta["nfe"]), int(meta["classifier_evals"]), float(meta["wall_s"])
+        else:
+            out = (setup.sample or sample)(
+                setup.model, method, requested[indices],
+                scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=job.seed,
+                batch_size=config.benchmark.batch_size, indices=indices, device=device,
+            )
+            samples, shard_nfe, shard_evals, shard_wall = out.samples.contiguous(), out.nfe, out.classifier_evals, out.wall_s
+            meta = {"nfe": str(shard_nfe), "classifier_evals": str(shard_evals), "wall_s": repr(shard_wall)}
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            save_file({"samples": samples}, str(tmp), metadata=meta)
+            tmp.replace(path)
+        parts.append(samples)
+        nfe, classifier_evals, wall = nfe + shard_nfe, classifier_evals + shard_evals, wall + shard_wall
+    return SampleOutput(
+        samples=torch.cat(parts), requested=requested, final=method.final(requested, k),
+        nfe=nfe, wall_s=wall, classifier_evals=classifier_evals,
+    )
+
+
+def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> dict:
+    """One job: resolve tau (searching if asked), sample in shards, measure; returns the record."""
+    config, spec = job.config, job.method
+    search, tau = None, None
     if spec.name == "attribute_switching":
         if isinstance(spec.tau, str):
-            search = run_tau_search(config, setup, spec, seed=seed, device=device)
+            search = _tau_search(job, setup, out_dir, device)
             tau = search.tau
         else:
-            tau = resolve_tau(spec.tau, T)
+            tau = resolve_tau(spec.tau, setup.model.num_train_timesteps)
     method = build_method(spec, setup, tau)
+    out = _sample_sharded(job, setup, method, out_dir, device)
     n = config.benchmark.n_samples
-    requested = requested_values(n, model.num_attributes)
-    out = (setup.sample or sample)(
-        model, method, requested,
-        scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=seed,
-        batch_size=config.benchmark.batch_size, device=device,
-    )
     features = setup.features(out.samples)
     estimate = epsilon_fairness(
-        features.detach().cpu().numpy(), requested.numpy(),
+        features.detach().cpu().numpy(), out.requested.numpy(),
         folds=config.metrics.epsilon_folds, confidence=config.metrics.confidence,
-        bootstrap=config.metrics.bootstrap, seed=seed,
+        bootstrap=config.metrics.bootstrap, seed=job.seed,
     )
     metrics = {
         "epsilon": estimate.value,
@@ -113,52 +209,143 @@ def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed
         metrics["tau_search_s"] = search.wall_s
     if setup.exact_metrics is not None:
         metrics.update(setup.exact_metrics(method=method, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps))
-    spec_dict = {
-        "benchmark": config.benchmark.name,
-        "model": config.model,
-        "dataset": config.dataset,
-        "sampler": dataclasses.asdict(config.sampler),
-        "method": method_spec_dict(spec, method),
-        "method_index": index,
-        "n_samples": n,
-        "seed": seed,
-        "metrics": dataclasses.asdict(config.metrics) | {"epsilon_features": setup.feature_name},
-        "requested": "sample i requests value i mod k",
+    spec_dict = job.spec() | {
+        "epsilon_features": setup.feature_name,
+        "method_params": method.params(),
         "final": "requested" if spec.name != "attribute_switching" else "target of the switch: (requested + 1) mod k",
     }
-    extra = {}
+    extra = {"job_key": job.key}
     if search is not None:
         extra["tau_search"] = search.as_json() | {"wall_s": search.wall_s}
     return make_record(
         spec=spec_dict, label=spec.display, metrics=metrics,
-        provenance=provenance(device=device, seed=seed, batch_size=config.benchmark.batch_size), extra=extra,
+        provenance=provenance(device=device, seed=job.seed, batch_size=config.benchmark.batch_size), extra=extra,
     )
 
 
-def validate_methods(config: Config, num_train_timesteps: int) -> None:
-    """Refuse bad method parameters before any work or any output."""
-    for spec in config.methods:
-        if spec.name == "attribute_switching" and not isinstance(spec.tau, str):
-            resolve_tau(spec.tau, num_train_timesteps)
+@contextmanager
+def _job_lock(out_dir: Path, job: Job):
+    path = out_dir / "locks" / f"{job.key[:16]}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # another run doing this job: wait for it, then reuse its record
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_benchmark(config: Config, out_dir: Path, *, device: str = "cpu", log=None) -> list[Path]:
+def record_file(out_dir: Path, job: Job) -> Path:
+    return out_dir / "records" / f"{job.key[:16]}.json"
+
+
+def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[dict, bool]:
+    """Run a job unless its record exists; returns (record, whether it was computed now)."""
+    path = record_file(out_dir, job)
+    with _job_lock(out_dir, job):
+        if path.exists():
+            return read_json(path), False
+        record = run_cell(job, setup, out_dir, device=device)
+        write_record(out_dir, record, path=path)
+        return record, True
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors
+
+
+class SetupCache:
+    """Build each (model, dataset) setup once per process."""
+
+    def __init__(self, device: str):
+        self.device, self._setups = device, {}
+
+    def __call__(self, config: Config) -> Setup:
+        key = json.dumps([config.model, config.dataset], sort_keys=True)
+        if key not in self._setups:
+            setup = config.model_spec().build(device=self.device, dataset=config.dataset)
+            validate_methods(config, setup.model.num_train_timesteps)
+            self._setups[key] = setup
+        return self._setups[key]
+
+
+def run_local(
+    jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], setups: SetupCache | None = None
+) -> list[dict]:
+    setups = setups or SetupCache(device)
+    records = []
+    for job in jobs:
+        start = time.perf_counter()
+        record, computed = execute_job(job, setups(job.config), out_dir, device=device)
+        records.append(record)
+        _log_record(log, job, record, computed, time.perf_counter() - start)
+    return records
+
+
+def _log_record(log, job: Job, record: dict, computed: bool, seconds: float | None) -> None:
+    m = record["metrics"]
+    state = "reused" if not computed else f"{seconds:.1f}s" if seconds is not None else "done"
+    log(f"{job.config.benchmark.name} | {job.method.display} seed={job.seed}: epsilon={m['epsilon']:.3f} "
+        f"[{m['epsilon_ci'][0]:.3f}, {m['epsilon_ci'][1]:.3f}] ({state})")
+
+
+_RAY_SETUPS: SetupCache | None = None
+
+
+def _ray_task(job: Job, out_dir: str, device: str) -> tuple[dict, bool]:
+    global _RAY_SETUPS
+    if _RAY_SETUPS is None:
+        _RAY_SETUPS = SetupCache(device)
+    return execute_job(job, _RAY_SETUPS(job.config), Path(out_dir), device=device)
+
+
+def run_ray(jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], **_) -> list[dict]:
+    """Run jobs as Ray tasks: on a local cluster, or on the cluster `ray.init` connects to.
+
+    The output directory must be shared by every node (a network file system on a cluster).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise FairbenchError("--executor ray needs Ray: pip install 'fairbench[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(_ray_task)
+        results = ray.get([remote.remote(job, str(out_dir.resolve()), device) for job in jobs])
+    finally:
+        if started:
+            ray.shutdown()
+    for job, (record, computed) in zip(jobs, results):
+        _log_record(log, job, record, computed, None)
+    return [record for record, _ in results]
+
+
+EXECUTORS = {"local": run_local, "ray": run_ray}
+
+
+def run_benchmark(
+    configs: Config | list[Config], out_dir: Path, *, device: str = "cpu", executor: str = "local", log=None
+) -> list[dict]:
+    """Run every job of the grid (finished ones are reused) and write the leaderboard."""
+    from .errors import lookup
+
     log = log or (lambda message: print(message, file=sys.stderr))
+    configs = [configs] if isinstance(configs, Config) else list(configs)
+    execute = lookup(EXECUTORS, executor, "executor")
+    out_dir = Path(out_dir)
     check_output(out_dir)
-    setup = config.model_spec().build(device=device, dataset=config.dataset)
-    validate_methods(config, setup.model.num_train_timesteps)
+    names = [c.benchmark.name for c in configs]
+    if len(set(names)) != len(names):
+        raise FairbenchError(f"grid cells share a benchmark name: {names}")
+    setups = SetupCache(device)
+    for config in configs:  # build and validate every cell before writing anything
+        setups(config)
     prepare_output(out_dir)
-    paths = []
-    for seed in config.benchmark.seeds:
-        for index, spec in enumerate(config.methods):
-            start = time.perf_counter()
-            record = run_cell(config, setup, spec, index=index, seed=seed, device=device)
-            paths.append(write_record(out_dir, record))
-            m = record["metrics"]
-            log(f"{spec.display} seed={seed}: epsilon={m['epsilon']:.3f} "
-                f"[{m['epsilon_ci'][0]:.3f}, {m['epsilon_ci'][1]:.3f}] ({time.perf_counter() - start:.1f}s)")
+    records = execute(plan(configs), out_dir, device=device, log=log, setups=setups)
     write_leaderboard(out_dir)
-    return paths
+    return records
 
 
 def check_output(out_dir: Path) -> None:
