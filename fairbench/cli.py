@@ -87,11 +87,29 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
+    from .html_report import write_html
     from .leaderboard import write_leaderboard
 
     csv_path, md_path = write_leaderboard(Path(args.directory))
-    print(f"wrote {csv_path} and {md_path}")
+    html_path = write_html(Path(args.directory))
+    print(f"wrote {csv_path}, {md_path} and {html_path}")
     return 0
+
+
+def _cmd_check(args) -> int:
+    from .check import TIMING_METRICS, CheckSpec, check_directories, load_check_config, with_overrides
+
+    spec = load_check_config(args.config) if args.config else CheckSpec()
+    exclude = [m for m in spec.exclude if m not in TIMING_METRICS] if args.include_timing else None
+    spec = with_overrides(
+        spec, tolerances=args.tolerance, k=args.k, match=args.match, exclude=exclude,
+        fail_on="worse" if args.worse_only else None, allow_missing=True if args.allow_missing else None,
+    )
+    result = check_directories(Path(args.directory), Path(args.baseline), spec)
+    if args.all or not result.passed:
+        print(result.table(everything=args.all))
+    print(("ok: " if result.passed else "FAILED: ") + result.summary())
+    return 0 if result.passed else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
     board = commands.add_parser("leaderboard", help="regenerate the leaderboard of a results directory from its records")
     board.add_argument("directory")
     board.set_defaults(func=_cmd_leaderboard)
+
+    check = commands.add_parser(
+        "check", help="compare a run's records with baseline records; exit 1 when a metric moved beyond its tolerance"
+    )
+    check.add_argument("directory", help="results directory of the new run")
+    check.add_argument("--baseline", required=True, help="baseline results directory, records directory or record file")
+    check.add_argument("--tolerance", action="append", default=[], metavar="METRIC=VALUE",
+                       help="absolute bound (fid=2.0) or percentage of the baseline (fid=5%%); repeatable")
+    check.add_argument("--config", help="TOML file with a [check] table (options here override it)")
+    check.add_argument("--k", type=float, help="multiplier on the combined interval half-width (default 1)")
+    check.add_argument("--match", choices=["spec_hash", "label_seed"], help="how records are paired (default spec_hash)")
+    check.add_argument("--worse-only", action="store_true", help="pass changes in a metric's better direction")
+    check.add_argument("--include-timing", action="store_true", help="also compare wall_s, samples_per_s, tau_search_s")
+    check.add_argument("--allow-missing", action="store_true", help="pass when baseline records have no new counterpart")
+    check.add_argument("--all", action="store_true", help="print every comparison, not only what moved")
+    check.set_defaults(func=_cmd_check)
     return parser
 
 
