@@ -394,6 +394,7 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 
 table { border-collapse: collapse; font-size: 14px; }
 th, td { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: right; white-space: nowrap; }
 tbody th { text-align: left; font-weight: normal; }
+thead th:first-child { text-align: left; }
 thead button { font: inherit; font-weight: bold; background: none; border: 0; cursor: pointer; padding: 0; }
 th[aria-sort="ascending"] button::after { content: " \\25B2"; }
 th[aria-sort="descending"] button::after { content: " \\25BC"; }
