@@ -248,9 +248,15 @@ def tradeoff_html(frame: pd.DataFrame, *, fairness: str = FAIRNESS_METRIC, quali
             f'<line x1="{x(xl):.1f}" y1="{y(ym):.1f}" x2="{x(xh):.1f}" y2="{y(ym):.1f}" stroke="{colour}"/>'
             f'<line x1="{x(xm):.1f}" y1="{y(yl):.1f}" x2="{x(xm):.1f}" y2="{y(yh):.1f}" stroke="{colour}"/>'
             f'<circle cx="{x(xm):.1f}" cy="{y(ym):.1f}" r="4" fill="{colour}"/>'
-            f'<text x="{x(xm) + 6:.1f}" y="{y(ym) - 6:.1f}" fill="{colour}">{_e(label)}</text></g>'
+            f'<text x="{x(xm) + 6:.1f}" y="{y(ym) - 6:.1f}" fill="{colour}">{index + 1}</text></g>'
         )
-    out = _svg(parts, f"{fairness} against {quality}, one point per method")
+    # Points are numbered and named in a legend below: full labels would collide in the plot.
+    legend = "".join(
+        f'<li><svg width="10" height="10" aria-hidden="true"><circle cx="5" cy="5" r="4" fill="{PALETTE[i % len(PALETTE)]}"/>'
+        f"</svg> {_e(label)}</li>"
+        for i, (label, _, _) in enumerate(points)
+    )
+    out = _svg(parts, f"{fairness} against {quality}, one point per method") + f'<ol class="legend">{legend}</ol>'
     if missing:
         out += f'<p class="note">Without <code>{_e(quality)}</code> (not plotted): ' + ", ".join(_e(m) for m in missing) + ".</p>"
     return out

@@ -154,8 +154,11 @@ def _point_centres(page: str) -> dict[str, tuple[float, float]]:
 
 def test_tradeoff_plot_places_each_method_by_fid_and_epsilon():
     records = fixture_records(fid=True)
-    centres = _point_centres(render_html(records))
+    page = render_html(records)
+    centres = _point_centres(page)
     assert set(centres) == {"conditional", "switching", "mixing"}
+    legend = re.search(r'<ol class="legend">(.*?)</ol>', page).group(1)
+    assert re.findall(r"</svg> ([^<]+)</li>", legend) == list(centres)  # numbered in plotting order
     frame = leaderboard_frame(records).set_index("method")
     by_fid = sorted(centres, key=lambda m: centres[m][0])
     assert by_fid == list(frame["fid_mean"].sort_values().index)
