@@ -73,12 +73,10 @@ def _cmd_ls(args) -> int:
         "tau searches": list(SEARCHES),
         "metrics": [f"{name} ({info.direction} is better)" if info.direction != "none" else name for name, info in METRICS.items()],
     }
-    try:
-        from .datasets import DATASETS
+    from .datasets import DATASETS, _load_builtin
 
-        sections["datasets"] = list(DATASETS)
-    except ImportError:
-        pass
+    _load_builtin()
+    sections["datasets"] = list(DATASETS)
     for title, names in sections.items():
         print(f"{title}:")
         for name in names:
@@ -87,10 +85,12 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
+    from .html_report import write_html
     from .leaderboard import write_leaderboard
 
     csv_path, md_path = write_leaderboard(Path(args.directory))
-    print(f"wrote {csv_path} and {md_path}")
+    html_path = write_html(Path(args.directory))
+    print(f"wrote {csv_path}, {md_path} and {html_path}")
     return 0
 
 
@@ -99,6 +99,22 @@ def _cmd_report(args) -> int:
 
     print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
     return 0
+
+
+def _cmd_check(args) -> int:
+    from .check import TIMING_METRICS, CheckSpec, check_directories, load_check_config, with_overrides
+
+    spec = load_check_config(args.config) if args.config else CheckSpec()
+    exclude = [m for m in spec.exclude if m not in TIMING_METRICS] if args.include_timing else None
+    spec = with_overrides(
+        spec, tolerances=args.tolerance, k=args.k, match=args.match, exclude=exclude,
+        fail_on="worse" if args.worse_only else None, allow_missing=True if args.allow_missing else None,
+    )
+    result = check_directories(Path(args.directory), Path(args.baseline), spec)
+    if args.all or not result.passed:
+        print(result.table(everything=args.all))
+    print(("ok: " if result.passed else "FAILED: ") + result.summary())
+    return 0 if result.passed else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
     report.set_defaults(func=_cmd_report)
+
+    check = commands.add_parser(
+        "check", help="compare a run's records with baseline records; exit 1 when a metric moved beyond its tolerance"
+    )
+    check.add_argument("directory", help="results directory of the new run")
+    check.add_argument("--baseline", required=True, help="baseline results directory, records directory or record file")
+    check.add_argument("--tolerance", action="append", default=[], metavar="METRIC=VALUE",
+                       help="absolute bound (fid=2.0) or percentage of the baseline (fid=5%%); repeatable")
+    check.add_argument("--config", help="TOML file with a [check] table (options here override it)")
+    check.add_argument("--k", type=float, help="multiplier on the combined interval half-width (default 1)")
+    check.add_argument("--match", choices=["spec_hash", "label_seed"], help="how records are paired (default spec_hash)")
+    check.add_argument("--worse-only", action="store_true", help="pass changes in a metric's better direction")
+    check.add_argument("--include-timing", action="store_true", help="also compare wall_s, samples_per_s, tau_search_s")
+    check.add_argument("--allow-missing", action="store_true", help="pass when baseline records have no new counterpart")
+    check.add_argument("--all", action="store_true", help="print every comparison, not only what moved")
+    check.set_defaults(func=_cmd_check)
     return parser
 
 

@@ -1,0 +1,250 @@
+"""The leaderboard page in a real headless browser (Debian's chromium).
+
+One test loads the page with ``#sort=-epsilon`` and reads the DOM chromium dumps after the
+page's script ran; the other drives chromium over the DevTools protocol (on a pipe, so no
+port and no extra package) to click headers and to look for any trace of injected markup.
+Both skip, saying why, when no chromium is installed (``apt-get install -y chromium``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import select
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fairbench.html_report import write_html
+from fairbench.records import make_record, write_record
+
+CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install -y chromium)")
+
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+]
+HANG_GUARD_S = 120  # a browser that never answers fails the test instead of hanging the suite
+
+PAYLOAD = "<script>window.__pwned = 1; document.title = 'PWNED'</script>"
+EVIL = f"""{PAYLOAD}"dq" 'sq' <img src=x onerror="window.__pwned = 2">"""
+# label -> (epsilon per seed, tau or None); tau is absent for two methods (empty cells)
+METHODS = {
+    "conditional": ((0.70, 0.72), None),
+    EVIL: ((0.30, 0.34), 500),
+    "switching": ((0.02, 0.04), 640),
+    "mixing": ((0.01, 0.00), None),
+}
+
+
+def _records() -> list[dict]:
+    records = []
+    for index, (label, (epsilons, tau)) in enumerate(METHODS.items()):
+        for seed, eps in enumerate(epsilons):
+            metrics = {"epsilon": eps, "epsilon_ci": [max(0.0, eps - 0.02), eps + 0.02]}
+            if tau is not None:
+                metrics["tau"] = tau
+            spec = {"benchmark": "<b>bench</b>", "method": {"name": label}, "method_index": index, "seed": seed}
+            records.append(make_record(spec=spec, label=label, metrics=metrics, provenance={"device": PAYLOAD}))
+    return records
+
+
+def _mean(label: str) -> float:
+    return float(np.mean(METHODS[label][0]))
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("page")
+    for record in _records():
+        write_record(directory, record)
+    return write_html(directory)
+
+
+class Dom(HTMLParser):
+    """Start tags, the title, and the text of the table body's cells, from a dumped DOM."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.rows: list[list[str]] = []
+        self.title = ""
+        self._in_body = self._in_cell = self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append([])
+        elif tag in ("td", "th") and self._in_body:
+            self.rows[-1].append("")
+            self._in_cell = True
+        elif tag == "title" and not self.title:  # the document's, not the SVG tooltips
+            self._in_title = True
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+        elif tag in ("td", "th"):
+            self._in_cell = False
+        elif tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        elif self._in_cell:
+            self.rows[-1][-1] += data
+
+
+def test_dumped_dom_has_the_values_sorted_as_the_url_asks(page, tmp_path):
+    done = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri() + "#sort=-epsilon"],
+        capture_output=True, text=True, timeout=HANG_GUARD_S, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = Dom()
+    dom.feed(done.stdout)
+    table = next(attrs for tag, attrs in dom.tags if tag == "table")
+    assert table["data-sorted"] == "-epsilon"
+    expected = sorted(METHODS, key=lambda m: (-_mean(m), list(METHODS).index(m)))
+    assert [row[0] for row in dom.rows] == expected
+    # values as recorded: mean ± sample std over the two seeds, then the interval columns
+    by_label = {row[0]: row for row in dom.rows}
+    assert by_label["conditional"][1:3] == ["2", "0.710 ± 0.014"]
+    assert by_label["switching"][1:3] == ["2", "0.030 ± 0.014"]
+    assert by_label["conditional"][3:5] == ["0.690", "0.730"]
+    assert by_label["mixing"][5] == "" and by_label["switching"][5] == "640 ± 0"
+    # injected markup stayed text: one script (the page's), no image, the title untouched
+    assert [tag for tag, _ in dom.tags].count("script") == 1
+    assert "img" not in [tag for tag, _ in dom.tags]
+    assert dom.title == "Leaderboard: <b>bench</b>"
+    assert EVIL in by_label
+
+
+class DevTools:
+    """Just enough of the Chrome DevTools protocol over ``--remote-debugging-pipe``."""
+
+    def __init__(self, profile: Path) -> None:
+        to_browser, self._writer = os.pipe()
+        self._reader, from_browser = os.pipe()
+
+        def wire() -> None:  # in the child: the protocol reads fd 3 and writes fd 4
+            read_end = fcntl.fcntl(to_browser, fcntl.F_DUPFD_CLOEXEC, 64)
+            write_end = fcntl.fcntl(from_browser, fcntl.F_DUPFD_CLOEXEC, 64)
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--remote-debugging-pipe"],
+            preexec_fn=wire, close_fds=False, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer = b""
+        self._events: list[dict] = []
+        self._id = 0
+        self.session: str | None = None
+
+    def _message(self) -> dict:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._reader], [], [], HANG_GUARD_S)
+            if not ready:
+                raise TimeoutError("chromium did not answer")
+            chunk = os.read(self._reader, 1 << 16)
+            if not chunk:
+                raise EOFError("chromium closed the protocol pipe")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(raw)
+
+    def send(self, method: str, params: dict | None = None, *, session: bool = True) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params or {}}
+        if session and self.session:
+            message["sessionId"] = self.session
+        os.write(self._writer, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._message()
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self._events.append(reply)
+
+    def wait_for(self, event: str) -> dict:
+        while True:
+            for index, message in enumerate(self._events):
+                if message.get("method") == event:
+                    return self._events.pop(index)
+            self._events.append(self._message())
+
+    def open(self, url: str) -> None:
+        target = self.send("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)["sessionId"]
+        self.send("Page.enable")
+        self.send("Page.navigate", {"url": url})
+        self.wait_for("Page.loadEventFired")
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", session=False)
+        except (OSError, EOFError, RuntimeError, TimeoutError):
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._reader)
+        os.close(self._writer)
+
+
+ROW_LABELS = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.cells[0].textContent)"
+
+
+def click(browser: DevTools, key: str) -> list[str]:
+    browser.evaluate(f"document.querySelector('th[data-key=\"{key}\"] button').click()")
+    return browser.evaluate(ROW_LABELS)
+
+
+def test_clicking_headers_sorts_and_injected_markup_never_runs(page, tmp_path):
+    browser = DevTools(tmp_path / "profile")
+    try:
+        browser.open(page.as_uri())
+        record_order = list(METHODS)
+        assert browser.evaluate(ROW_LABELS) == record_order
+        ascending = sorted(METHODS, key=lambda m: (_mean(m), record_order.index(m)))
+        assert click(browser, "epsilon") == ascending
+        assert browser.evaluate("document.querySelector('th[data-key=\"epsilon\"]').getAttribute('aria-sort')") == "ascending"
+        assert click(browser, "epsilon") == sorted(METHODS, key=lambda m: (-_mean(m), record_order.index(m)))
+        assert browser.evaluate("location.hash") == "#sort=-epsilon"
+        # empty cells sort last in both directions
+        with_tau = [m for m in METHODS if METHODS[m][1] is not None]
+        without = [m for m in METHODS if METHODS[m][1] is None]
+        assert click(browser, "tau") == sorted(with_tau, key=lambda m: METHODS[m][1]) + without
+        assert click(browser, "tau") == sorted(with_tau, key=lambda m: -METHODS[m][1]) + without
+        assert click(browser, "method") == sorted(METHODS)
+        # nothing injected ran or became markup
+        assert browser.evaluate("typeof window.__pwned") == "undefined"
+        assert browser.evaluate("document.title") == "Leaderboard: <b>bench</b>"
+        assert browser.evaluate("document.scripts.length") == 1
+        assert browser.evaluate("document.images.length") == 0
+        assert browser.evaluate("document.querySelectorAll('h1 b, td b, li script, iframe').length") == 0
+        assert EVIL in browser.evaluate(ROW_LABELS)
+    finally:
+        browser.close()
