@@ -119,6 +119,9 @@ def test_celeba_kaggle_csv_with_nested_folder(tmp_path):
     np.testing.assert_array_equal(data.labels("Young").numpy(), (table["Young"] == 1).astype(int).to_numpy())
     assert data.attribute_values["Young"] == ("no", "yes")
     torch.testing.assert_close(data[3], expected_image(3, 4), atol=JPEG_TOLERANCE, rtol=0)
+    _rewrite_line(tmp_path / "list_attr_celeba.csv", 4, lambda line: line.rsplit(",", 1)[0] + ",yes")
+    message = error_of(lambda: celeba(tmp_path))
+    assert "line 4" in message and "Young = 'yes'" in message and "000003.jpg" in message
 
 
 def test_celeba_torchvision_layout(tmp_path):

@@ -132,15 +132,19 @@ def _crop_side(width: int, height: int, crop: int | None, path: str | Path) -> i
 
 
 class FolderImages:
-    """Loader of image ``i`` of a list of files (a picklable callable, for DataLoader workers)."""
+    """Loader of image ``i``: ``base/files[i]`` (a picklable callable, for DataLoader workers)."""
 
-    def __init__(self, paths: Sequence[str], *, resolution: int, crop: int | None) -> None:
-        self.paths = list(paths)
+    def __init__(self, base: str, files: Sequence[str], *, resolution: int, crop: int | None) -> None:
+        self.base = base
+        self.files = list(files)  # relative names: 200k short strings, joined only when read
         self.resolution = resolution
         self.crop = crop
 
+    def path(self, index: int) -> str:
+        return os.path.join(self.base, self.files[index])
+
     def __call__(self, index: int) -> torch.Tensor:
-        return read_image(self.paths[index], resolution=self.resolution, crop=self.crop)
+        return read_image(self.path(index), resolution=self.resolution, crop=self.crop)
 
 
 def check_image_headers(paths: Sequence[str], crop: int | None) -> None:
@@ -180,19 +184,22 @@ def _read_lines(path: Path) -> list[str]:
         raise FairbenchError(f"cannot read {str(path)!r}: {exc}") from None
 
 
-def _check_files_exist(paths: Sequence[str], table: str) -> None:
-    """Every listed file must exist: name the first missing one (one listing per folder)."""
+def _check_files_exist(base: str, files: Sequence[str], table: str) -> None:
+    """Every listed file ``base/file`` must exist: name the first missing one (one listing per folder)."""
     listings: dict[str, set[str]] = {}
     missing = []
-    for path in paths:
-        folder, name = os.path.split(path)
-        if folder not in listings:
-            listings[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-        if name not in listings[folder]:
-            missing.append(path)
+    for file in files:
+        folder, _, name = file.rpartition("/")
+        listing = listings.get(folder)
+        if listing is None:
+            directory = os.path.join(base, folder)
+            listing = listings[folder] = set(os.listdir(directory)) if os.path.isdir(directory) else set()
+        if name not in listing:
+            missing.append(file)
     if missing:
         raise FairbenchError(
-            f"{len(missing)} of {len(paths)} images listed in {table} are missing; first: {missing[0]!r}"
+            f"{len(missing)} of {len(files)} images listed in {table} are missing; "
+            f"first: {os.path.join(base, missing[0])!r}"
         )
 
 
@@ -237,6 +244,7 @@ class FolderDatasetSpec:
     def _finish(
         self,
         *,
+        base: Path,
         files: list[str],
         codes: dict[str, np.ndarray],
         values: dict[str, tuple[str, ...]],
@@ -244,7 +252,9 @@ class FolderDatasetSpec:
         table: str,
         notes: str,
     ) -> ImageDataset:
-        """Check the attribute names, keep `max_images` rows, check files, build the dataset."""
+        """Check the attribute names, keep `max_images` rows, check files, build the dataset.
+
+        `files` are relative to `base`, with "/" between folders (as the tables write them)."""
         order = list(codes)
         _checked_attribute(self.attribute, order, self.name, "dataset.attribute")
         if self.target is not None:
@@ -254,9 +264,10 @@ class FolderDatasetSpec:
             rng = np.random.default_rng([self.seed, 1])
             rows = np.sort(rng.choice(len(files), size=self.max_images, replace=False))
         kept = [files[i] for i in rows]
-        _check_files_exist(kept, table)
+        images = FolderImages(str(base), kept, resolution=self.resolution, crop=self.crop)
+        _check_files_exist(images.base, kept, table)
         if self.check_images:
-            check_image_headers(kept, self.crop)
+            check_image_headers([images.path(i) for i in range(len(kept))], self.crop)
         first = [self.attribute] + ([self.target] if self.target is not None else [])
         columns = first + [name for name in order if name not in first]
         attributes = pd.DataFrame({name: codes[name][rows].astype(np.int64) for name in columns})
@@ -267,7 +278,7 @@ class FolderDatasetSpec:
             attribute_values={name: values[name] for name in columns},
             split=np.asarray(split, dtype=object)[rows].astype(str),
             image_shape=(3, self.resolution, self.resolution),
-            loader=FolderImages(kept, resolution=self.resolution, crop=self.crop),
+            loader=images,
             description=(
                 f"{self.name} at {self.root!r}: {len(kept)} images at {self.resolution}x{self.resolution}, "
                 f"sensitive attribute {self.attribute!r} {values[self.attribute]}{target}{notes}"
@@ -326,7 +337,8 @@ class CelebASpec(FolderDatasetSpec):
         values = {name: CELEBA_VALUE_NAMES.get(name, CELEBA_DEFAULT_VALUES) for name in names}
         extra = len(set(os.listdir(image_dir)) - set(files))
         return self._finish(
-            files=[str(image_dir / f) for f in files],
+            base=image_dir,
+            files=files,
             codes=codes,
             values=values,
             split=np.array([partition[f] for f in files], dtype=object),
@@ -346,12 +358,12 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray
     """Parse ``list_attr_celeba.txt`` (or Kaggle's ``.csv``): names, files, values in {-1, 1}."""
     lines = _read_lines(path)
     where = str(path)
-    if path.suffix == ".csv":
+    csv_format = path.suffix == ".csv"
+    if csv_format:
         if not lines:
             raise FairbenchError(f"{where!r} is empty; expected a header 'image_id,<attribute names>'")
-        header = lines[0].split(",")
-        names, first_line, sep = [h.strip() for h in header[1:]], 2, ","
-        expected_count = None
+        header = [h.strip() for h in lines[0].split(",")]
+        names, first_line, expected_count = header[1:], 2, None
     else:
         if len(lines) < 2:
             raise FairbenchError(f"{where!r} is too short; expected the image count, then the attribute names")
@@ -359,61 +371,91 @@ def read_celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray
             expected_count = int(lines[0].strip())
         except ValueError:
             raise FairbenchError(f"{where!r} line 1 must be the number of images, got {lines[0][:40]!r}") from None
-        names, first_line, sep = lines[1].split(), 3, None
+        names, first_line = lines[1].split(), 3
     if not names:
         raise FairbenchError(f"{where!r} names no attributes on its header line")
-    duplicate = next((n for n in names if names.count(n) > 1), None)
+    duplicate = _first_duplicate(names)
     if duplicate is not None:
         raise FairbenchError(f"{where!r} names attribute {duplicate!r} twice")
-    rows: list[list[str]] = []
-    line_numbers: list[int] = []
+    # pandas' C parser reads 200k rows in about a second; when it fails or finds a value other
+    # than 1 or -1, the line-by-line pass below finds the first bad line to name it.
+    parsed = _parse_sign_table(path, csv_format, len(names))
+    if parsed is None:
+        _raise_first_bad_row(lines, first_line, csv_format, names, where)
+        raise FairbenchError(f"{where!r} is not a CelebA attribute table (a file name and {len(names)} values of 1 or -1 per line)")
+    files, signs = parsed
+    if not files:
+        raise FairbenchError(f"{where!r} lists no images")
+    if expected_count is not None and expected_count != len(files):
+        raise FairbenchError(f"{where!r} line 1 says {expected_count} images but the table has {len(files)} rows")
+    duplicate = _first_duplicate(files)
+    if duplicate is not None:
+        raise FairbenchError(f"{where!r}: image {duplicate!r} is listed twice")
+    return names, files, signs
+
+
+def _parse_sign_table(path: Path, csv_format: bool, n_values: int) -> tuple[list[str], np.ndarray] | None:
+    """Files and an int8 [N, n_values] table of -1/1, or None if the file is not exactly that."""
+    try:
+        if csv_format:
+            frame = pd.read_csv(path, header=None, skiprows=1, dtype={0: str}, encoding="utf-8-sig", skipinitialspace=True)
+        else:
+            frame = pd.read_csv(path, sep=r"\s+", header=None, skiprows=2, dtype={0: str}, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        return [], np.zeros((0, n_values), dtype=np.int8)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError):
+        return None
+    if frame.shape[1] != n_values + 1 or frame[0].isna().any():
+        return None
+    values = frame.iloc[:, 1:]
+    if not all(pd.api.types.is_integer_dtype(dtype) for dtype in values.dtypes):
+        return None  # a non-integer token or a short row (NaN)
+    signs = values.to_numpy()
+    if not (np.abs(signs) == 1).all():
+        return None
+    return frame[0].tolist(), signs.astype(np.int8)
+
+
+def _raise_first_bad_row(lines: list[str], first_line: int, csv_format: bool, names: list[str], where: str) -> None:
     for number, line in enumerate(lines[first_line - 1:], start=first_line):
         if not line.strip():
             continue
-        fields = [f.strip() for f in line.split(sep)]
+        fields = [f.strip() for f in line.split(",")] if csv_format else line.split()
         if len(fields) != len(names) + 1:
             raise FairbenchError(
                 f"{where!r} line {number}: expected a file name and {len(names)} values, got {len(fields)} fields"
             )
-        rows.append(fields)
-        line_numbers.append(number)
-    if not rows:
-        raise FairbenchError(f"{where!r} lists no images")
-    if expected_count is not None and expected_count != len(rows):
-        raise FairbenchError(f"{where!r} line 1 says {expected_count} images but the table has {len(rows)} rows")
-    table = np.array(rows, dtype=str)
-    files = table[:, 0].tolist()
-    cells = table[:, 1:]
-    positive, negative = cells == "1", cells == "-1"
-    bad = ~(positive | negative)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise FairbenchError(
-            f"{where!r} line {line_numbers[i]}: {names[j]} = {cells[i, j]!r} for {files[i]!r}; values must be 1 or -1"
-        )
-    seen: set[str] = set()
-    for i, name in enumerate(files):
-        if name in seen:
-            raise FairbenchError(f"{where!r} line {line_numbers[i]}: image {name!r} is listed twice")
-        seen.add(name)
-    return names, files, np.where(positive, 1, -1).astype(np.int8)
+        for name, value in zip(names, fields[1:]):
+            if value not in ("1", "-1"):
+                raise FairbenchError(
+                    f"{where!r} line {number}: {name} = {value!r} for {fields[0]!r}; values must be 1 or -1"
+                )
 
 
 def read_celeba_partition(path: Path) -> dict[str, str]:
     """Parse ``list_eval_partition.txt`` (or ``.csv``): file -> "train" (0), "val" (1), "test" (2)."""
-    lines = _read_lines(path)
     csv_format = path.suffix == ".csv"
-    partition: dict[str, str] = {}
-    for number, line in enumerate(lines, start=1):
+    try:
+        if csv_format:
+            frame = pd.read_csv(path, header=None, skiprows=1, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
+        else:
+            frame = pd.read_csv(path, sep=r"\s+", header=None, dtype=str, encoding="utf-8")
+        if frame.shape[1] == 2 and frame[1].isin(list(_CELEBA_PARTITIONS)).all() and frame[0].notna().all():
+            return dict(zip(frame[0], frame[1].map(_CELEBA_PARTITIONS)))
+    except pd.errors.EmptyDataError:
+        return {}
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError):
+        pass
+    # Name the first bad line.
+    for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip() or (csv_format and number == 1):
             continue
-        fields = [f.strip() for f in line.split("," if csv_format else None)]
+        fields = [f.strip() for f in line.split(",")] if csv_format else line.split()
         if len(fields) != 2 or fields[1] not in _CELEBA_PARTITIONS:
             raise FairbenchError(
                 f"{str(path)!r} line {number}: expected 'file 0|1|2' (train, val, test), got {line.strip()[:60]!r}"
             )
-        partition[fields[0]] = _CELEBA_PARTITIONS[fields[1]]
-    return partition
+    raise FairbenchError(f"{str(path)!r} is not a CelebA partition table ('file 0|1|2' per line)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -477,7 +519,8 @@ class FairFaceSpec(FolderDatasetSpec):
             if os.path.normpath(f"{folder}/{entry}") not in listed
         )
         return self._finish(
-            files=[str(root / f) for f in files],
+            base=root,
+            files=files,
             codes={name: np.asarray(c, dtype=np.int64) for name, c in codes.items()},
             values=dict(FAIRFACE_VALUES),
             split=np.array(split, dtype=object),
@@ -598,7 +641,8 @@ class UTKFaceSpec(FolderDatasetSpec):
         }
         split = utkface_split(len(kept), seed=self.seed, val_fraction=self.val_fraction, test_fraction=self.test_fraction)
         return self._finish(
-            files=[str(root / n) for n, _ in kept],
+            base=root,
+            files=[n for n, _ in kept],
             codes=codes,
             values=dict(UTKFACE_VALUES),
             split=split,
