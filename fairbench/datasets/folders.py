@@ -16,7 +16,8 @@ Common keys:
   bicubic filter to ``resolution x resolution``, converted to RGB, and scaled to
   ``x = pixel / 127.5 - 1`` in ``[-1, 1]`` (float32, ``[3, resolution, resolution]``).
 - ``max_images``: keep a seeded uniform random subset of this many images (rows keep their
-  table order and their split); ``seed`` drives it (and UTKFace's split).
+  table order and their split; only kept rows need their files); ``seed`` drives it (and
+  UTKFace's split).
 - ``check_images``: also open the header of every kept image at load time, so a file that is
   not an image fails before a run instead of in the middle of one. Without it, a bad file
   fails when it is read, with an error naming it.
