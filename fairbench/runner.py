@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 
 from .config import Config, MethodSpec
 from .errors import FairbenchError
+from .html_report import write_html
 from .leaderboard import write_leaderboard
 from .methods import METHODS, ClassifierGuidance, resolve_tau
 from .metrics.fairness import epsilon_fairness
@@ -345,6 +346,7 @@ def run_benchmark(
     prepare_output(out_dir)
     records = execute(plan(configs), out_dir, device=device, log=log, setups=setups)
     write_leaderboard(out_dir)
+    write_html(out_dir)
     return records
 
 

@@ -53,7 +53,7 @@ class ImageDataset(torch.utils.data.Dataset):
             raise FairbenchError(
                 f"dataset {self.name!r} has no attribute {attribute!r}.{suggest(attribute, list(self.attributes.columns))}"
             )
-        return torch.as_tensor(self.attributes[attribute].to_numpy(), dtype=torch.long)
+        return torch.as_tensor(np.array(self.attributes[attribute].to_numpy(), dtype=np.int64))
 
     def num_values(self, attribute: str) -> int:
         self.labels(attribute)
