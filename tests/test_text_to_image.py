@@ -166,7 +166,7 @@ def test_mixing_weight_zero_is_conditional_and_half_mixes_the_embeddings(setup):
     assert not torch.allclose(mixed, conditional)
 
 
-def test_classifier_guidance_scale_zero_is_unguided_and_scale_one_matches_the_shared_loop(setup):
+def test_classifier_guidance_scale_zero_is_unguided_and_a_positive_scale_matches_the_shared_loop(setup):
     model = setup.model
     requested = torch.tensor([0, 1, 0, 1])
     unguided = setup.sample(model, Conditional(), requested, **KW)
@@ -324,3 +324,32 @@ def test_a_folder_that_is_not_a_pipeline_is_refused(folders, tmp_path):
 def test_bad_model_tables_are_refused_before_loading(folders, change, message):
     with pytest.raises(FairbenchError, match=message):
         model_spec(table(folders, **change))
+
+
+def test_the_sd15_baseline_is_the_papers_setting():
+    from fairbench.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "baselines" / "sd15-gender.toml")
+    spec = config.model_spec()
+    assert spec.kind == "text_to_image" and spec.prompts == PROMPTS
+    taus = [m.tau for m in config.methods if m.name == "attribute_switching" and isinstance(m.tau, int)]
+    assert taus == list(range(650, 901, 50))
+    assert {m.name for m in config.methods} == {"conditional", "attribute_switching", "embedding_mixing", "classifier_guidance"}
+
+
+def test_the_latent_guidance_classifier_learns_a_separable_attribute():
+    from fairbench.models.text_to_image import train_latent_classifier
+
+    abar = make_scheduler("ddim", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(64) % 2
+    latents = (2.0 * labels - 1.0).view(-1, 1, 1, 1) + 0.5 * torch.randn(64, 4, 8, 8, generator=generator)
+    classifier = train_latent_classifier(latents, labels, k=2, alphas_cumprod=abar, iters=150, seed=0)
+    test_labels = torch.arange(32) % 2
+    x0 = (2.0 * test_labels - 1.0).view(-1, 1, 1, 1) + 0.5 * torch.randn(32, 4, 8, 8, generator=generator)
+    t = 100
+    x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * torch.randn(x0.shape, generator=generator)
+    log_prob = classifier.log_prob(x_t, t)
+    assert torch.allclose(log_prob.exp().sum(1), torch.ones(32), atol=1e-5)
+    assert (log_prob.argmax(1) == test_labels).float().mean() > 0.9
+    assert not any(p.requires_grad for p in classifier.parameters())

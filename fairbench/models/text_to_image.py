@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import FairbenchError, lookup
+from ..errors import FairbenchError, NumericalFault, lookup
 from ..noise import STEPS, generators, initial_noise
 from ..schedulers import BETA_SCHEDULES, make_scheduler, visited_timesteps
 from . import Setup, register_model_kind
@@ -359,6 +359,7 @@ def sample_pipeline(
     paired with every other method and path. Returns images in [-1, 1] ([N, 3, H, W],
     float32, CPU), or the final latents with ``output="latent"``. ``nfe`` counts noise
     predictions per sample (one per visited step; CFG's two halves are one batched call).
+    `device` is accepted for the shared signature: the pipeline stays where it was built.
     """
     from ..sampling import SampleOutput
 
@@ -417,6 +418,8 @@ def sample_pipeline(
             for hook in hooks:
                 hook.remove()
         images = result.images.float().cpu()
+        if not torch.isfinite(images).all():
+            raise NumericalFault(f"non-finite {output}s from the pipeline under method {method.name} {method.params()}")
         outputs.append(images if output == "latent" else (images * 2.0 - 1.0).clamp(-1.0, 1.0))
         nfe += counter.calls * size
         if progress is not None:
@@ -654,7 +657,7 @@ class TextToImageSpec:
         guidance = None
         if self.guidance_train_samples:
             guidance = guidance_from_own_samples(model, samples_per_value=self.guidance_train_samples, iters=self.guidance_train_iters)
-        extras: dict[str, Any] = {"latent_shape": model.sample_shape}
+        extras: dict[str, Any] = {}
         if judge is not None:
             # Direct tau search on latents: balance the judge's attribute probabilities of the decoded images.
             extras["balance_features"] = lambda latents: judge.log_prob(model.decode(latents)).exp()
