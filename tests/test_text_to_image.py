@@ -64,7 +64,7 @@ def table(folders, **extra) -> dict:
 
 
 @pytest.fixture(scope="session")
-def setup(folders):
+def t2i(folders):
     with single_thread():
         return model_spec(table(folders, guidance_train_samples=4, guidance_train_iters=20)).build(device="cpu")
 
@@ -106,24 +106,24 @@ class UNetInputs:
 
 
 @pytest.mark.parametrize("cfg", [True, False], ids=["cfg", "no_cfg"])
-def test_switching_at_the_ends_is_the_plain_pipeline_bitwise(setup, cfg):
-    model = setup.model if cfg else no_cfg(setup.model)
+def test_switching_at_the_ends_is_the_plain_pipeline_bitwise(t2i, cfg):
+    model = t2i.model if cfg else no_cfg(t2i.model)
     requested = torch.zeros(3, dtype=torch.long)
     T = model.num_train_timesteps
-    never = setup.sample(model, AttributeSwitching(tau=-1), requested, **KW).samples
-    always = setup.sample(model, AttributeSwitching(tau=T - 1), requested, **KW).samples
+    never = t2i.sample(model, AttributeSwitching(tau=-1), requested, **KW).samples
+    always = t2i.sample(model, AttributeSwitching(tau=T - 1), requested, **KW).samples
     assert torch.equal(never, plain(model, PROMPTS[0], 3, output_type="pt"))
     assert torch.equal(always, plain(model, PROMPTS[1], 3, output_type="pt"))
     assert not torch.equal(never, always)
 
 
-def test_switch_replaces_the_conditional_embedding_from_the_first_step_with_t_le_tau(setup):
-    model = setup.model
+def test_switch_replaces_the_conditional_embedding_from_the_first_step_with_t_le_tau(t2i):
+    model = t2i.model
     timesteps = visited_timesteps(make_scheduler("ddim", **model.scheduler_config()), STEPS_N)
     tau = timesteps[1]  # steps 1.. have t <= tau
     requested = torch.tensor([0, 1])
     with UNetInputs(model) as seen:
-        setup.sample(model, AttributeSwitching(tau=tau), requested, **KW)
+        t2i.sample(model, AttributeSwitching(tau=tau), requested, **KW)
     E = model.conditions["prompt_embeds"]
     assert [t for t, _ in seen.calls] == timesteps
     for t, states in seen.calls:
@@ -133,8 +133,8 @@ def test_switch_replaces_the_conditional_embedding_from_the_first_step_with_t_le
     assert model.cfg and all(torch.equal(states, negative) for states in seen.unconditional)
 
 
-def test_the_switch_costs_no_extra_model_evaluations(setup):
-    model = setup.model
+def test_the_switch_costs_no_extra_model_evaluations(t2i):
+    model = t2i.model
     calls = []
     handle = model.pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
     counts = {}
@@ -143,7 +143,7 @@ def test_the_switch_costs_no_extra_model_evaluations(setup):
         for name, method in [("conditional", Conditional()), ("switching", AttributeSwitching(tau=500)),
                              ("mixing", EmbeddingMixing(0.5))]:
             calls.clear()
-            out = setup.sample(model, method, requested, **KW)
+            out = t2i.sample(model, method, requested, **KW)
             counts[name] = (len(calls), out.nfe)
         calls.clear()
         plain(model, PROMPTS[0], 4)
@@ -153,30 +153,30 @@ def test_the_switch_costs_no_extra_model_evaluations(setup):
     assert set(counts.values()) == {(STEPS_N, STEPS_N * 4)}, counts
 
 
-def test_mixing_weight_zero_is_conditional_and_half_mixes_the_embeddings(setup):
-    model = setup.model
+def test_mixing_weight_zero_is_conditional_and_half_mixes_the_embeddings(t2i):
+    model = t2i.model
     requested = torch.tensor([0, 1, 1, 0])
-    conditional = setup.sample(model, Conditional(), requested, **KW).samples
-    assert torch.equal(setup.sample(model, EmbeddingMixing(0.0), requested, **KW).samples, conditional)
+    conditional = t2i.sample(model, Conditional(), requested, **KW).samples
+    assert torch.equal(t2i.sample(model, EmbeddingMixing(0.0), requested, **KW).samples, conditional)
     with UNetInputs(model) as seen:
-        mixed = setup.sample(model, EmbeddingMixing(0.5), requested, **KW).samples
+        mixed = t2i.sample(model, EmbeddingMixing(0.5), requested, **KW).samples
     E = model.conditions["prompt_embeds"]
     half = 0.5 * E[0] + 0.5 * E[1]
     assert all(torch.allclose(states, half.expand_as(states), atol=1e-6) for _, states in seen.calls)
     assert not torch.allclose(mixed, conditional)
 
 
-def test_classifier_guidance_scale_zero_is_unguided_and_a_positive_scale_matches_the_shared_loop(setup):
-    model = setup.model
+def test_classifier_guidance_scale_zero_is_unguided_and_a_positive_scale_matches_the_shared_loop(t2i):
+    model = t2i.model
     requested = torch.tensor([0, 1, 0, 1])
-    unguided = setup.sample(model, Conditional(), requested, **KW)
-    zero = setup.sample(model, ClassifierGuidance(scale=0.0, classifier=setup.guidance), requested, **KW)
+    unguided = t2i.sample(model, Conditional(), requested, **KW)
+    zero = t2i.sample(model, ClassifierGuidance(scale=0.0, classifier=t2i.guidance), requested, **KW)
     assert torch.equal(zero.samples, unguided.samples)
     assert zero.classifier_evals == STEPS_N * 4
-    method = ClassifierGuidance(scale=50.0, classifier=setup.guidance)
-    guided = setup.sample(model, method, requested, output="latent", **KW).samples
+    method = ClassifierGuidance(scale=50.0, classifier=t2i.guidance)
+    guided = t2i.sample(model, method, requested, output="latent", **KW).samples
     loop = sample(model, method, requested, **KW).samples
-    plain_latents = setup.sample(model, Conditional(), requested, output="latent", **KW).samples
+    plain_latents = t2i.sample(model, Conditional(), requested, output="latent", **KW).samples
     # The hook adds the correction to both CFG halves: equal to the loop's correction up to rounding.
     assert torch.allclose(guided, loop, atol=1e-5, rtol=1e-5)
     assert (guided - plain_latents).abs().max() > 100 * (guided - loop).abs().max()
@@ -184,26 +184,26 @@ def test_classifier_guidance_scale_zero_is_unguided_and_a_positive_scale_matches
 
 @pytest.mark.parametrize("method", [AttributeSwitching(tau=500), EmbeddingMixing(0.3), Conditional()], ids=lambda m: m.name)
 @pytest.mark.parametrize("scheduler", ["ddim", "ddpm"])
-def test_the_pipeline_path_equals_the_shared_loop_on_the_denoiser(setup, method, scheduler):
-    model = setup.model
+def test_the_pipeline_path_equals_the_shared_loop_on_the_denoiser(t2i, method, scheduler):
+    model = t2i.model
     requested = torch.tensor([0, 1, 1])
     kw = KW | {"scheduler_name": scheduler}
-    through_pipeline = setup.sample(model, method, requested, output="latent", **kw).samples
+    through_pipeline = t2i.sample(model, method, requested, output="latent", **kw).samples
     assert torch.equal(through_pipeline, sample(model, method, requested, **kw).samples)
 
 
-def test_samples_do_not_depend_on_the_batch_size(setup):
-    model = setup.model
+def test_samples_do_not_depend_on_the_batch_size(t2i):
+    model = t2i.model
     requested = torch.tensor([0, 1, 0, 1])
     method = AttributeSwitching(tau=500)
-    whole = setup.sample(model, method, requested, **KW).samples
-    halves = setup.sample(model, method, requested, **(KW | {"batch_size": 2})).samples
+    whole = t2i.sample(model, method, requested, **KW).samples
+    halves = t2i.sample(model, method, requested, **(KW | {"batch_size": 2})).samples
     assert torch.allclose(whole, halves, atol=1e-5)
     assert whole.shape == (4, 3, model.height, model.width) and whole.min() >= -1 and whole.max() <= 1
 
 
-def test_tau_searches_return_a_curve_over_the_visited_timesteps(setup):
-    model = setup.model
+def test_tau_searches_return_a_curve_over_the_visited_timesteps(t2i):
+    model = t2i.model
     timesteps = visited_timesteps(make_scheduler("ddim", **model.scheduler_config()), STEPS_N)
     candidates = candidate_taus(timesteps)
     reference = reference_search(model, scheduler_name="ddim", steps=STEPS_N, seed=0, batch_size=2)
@@ -211,13 +211,13 @@ def test_tau_searches_return_a_curve_over_the_visited_timesteps(setup):
     assert reference.tau == min(reference.curve, key=lambda pair: pair[1])[0]
     assert reference.nfe == 2 * 2 * STEPS_N
     direct = direct_search(model, scheduler_name="ddim", steps=STEPS_N, seed=0, batch_size=2,
-                           features=setup.extras["balance_features"])
+                           features=t2i.extras["balance_features"])
     taus = [tau for tau, _ in direct.curve]
     assert taus == sorted(taus) and set(taus) <= set(candidates) and {-1, timesteps[0]} <= set(taus)
     assert dict(direct.curve)[-1] == pytest.approx(1.0) and direct.tau in candidates
 
 
-def test_clip_judge_matches_clip_forward(setup, folders):
+def test_clip_judge_matches_clip_forward(t2i, folders):
     from transformers import CLIPModel, CLIPProcessor
 
     images = torch.rand(5, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
@@ -226,23 +226,23 @@ def test_clip_judge_matches_clip_forward(setup, folders):
     inputs = processor(text=PROMPTS, images=list((images + 1) / 2), do_rescale=False, padding=True, return_tensors="pt")
     with torch.no_grad():
         oracle = clip(**inputs).logits_per_image.log_softmax(dim=1)
-    assert torch.allclose(setup.judge(images), oracle, atol=1e-5)
-    features = setup.features(images)
+    assert torch.allclose(t2i.judge(images), oracle, atol=1e-5)
+    features = t2i.features(images)
     assert features.shape == (5, clip.config.projection_dim)
     assert torch.allclose(features.norm(dim=1), torch.ones(5), atol=1e-6)
-    assert "clip" in setup.feature_name
+    assert "clip" in t2i.feature_name
 
 
 def test_without_a_judge_epsilon_uses_pooled_pixels(folders):
-    setup = model_spec(table(folders, judge="none")).build(device="cpu")
-    assert setup.judge is None and "balance_features" not in setup.extras
+    t2i = model_spec(table(folders, judge="none")).build(device="cpu")
+    assert t2i.judge is None and "balance_features" not in t2i.extras
     images = torch.rand(2, 3, 16, 16)
-    assert torch.equal(setup.features(images), pixel_features(images))
+    assert torch.equal(t2i.features(images), pixel_features(images))
     assert torch.equal(pixel_features(images), images.reshape(2, -1))  # 16 x 16 is kept as is
 
 
-def test_neutral_prompt_is_an_extra_condition_row(setup):
-    pipe = setup.model.pipe
+def test_neutral_prompt_is_an_extra_condition_row(t2i):
+    pipe = t2i.model.pipe
     model = TextToImageModel(pipe, prompts=PROMPTS, neutral_prompt="a color photo of the person", guidance_scale=5.0)
     assert model.num_attributes == 2
     neutral = model.condition(one_hot(torch.tensor([2]), 3))["prompt_embeds"]
@@ -250,24 +250,24 @@ def test_neutral_prompt_is_an_extra_condition_row(setup):
         direct, _ = pipe.encode_prompt(["a color photo of the person"], pipe.device, 1, False)
     assert torch.allclose(neutral, direct, atol=1e-6)
     with pytest.raises(FairbenchError, match="at most 2 columns"):
-        setup.model.condition(one_hot(torch.tensor([2]), 3))
+        t2i.model.condition(one_hot(torch.tensor([2]), 3))
 
 
 def test_sdxl_fits_the_same_design(tmp_path):
     folder = build_tiny_sdxl(tmp_path)
-    setup = model_spec({"kind": "text_to_image", "path": str(folder), "prompts": PROMPTS, "judge": "none",
+    t2i = model_spec({"kind": "text_to_image", "path": str(folder), "prompts": PROMPTS, "judge": "none",
                         "guidance_scale": 5.0, "height": 16, "width": 16}).build(device="cpu")
-    model = setup.model
+    model = t2i.model
     requested = torch.zeros(2, dtype=torch.long)
     T = model.num_train_timesteps
     kw = KW | {"batch_size": 2}
-    assert torch.equal(setup.sample(model, AttributeSwitching(tau=-1), requested, output="latent", **kw).samples, plain(model, PROMPTS[0], 2))
-    assert torch.equal(setup.sample(model, AttributeSwitching(tau=T - 1), requested, output="latent", **kw).samples, plain(model, PROMPTS[1], 2))
-    switched = setup.sample(model, AttributeSwitching(tau=500), torch.tensor([0, 1]), output="latent", **kw).samples
+    assert torch.equal(t2i.sample(model, AttributeSwitching(tau=-1), requested, output="latent", **kw).samples, plain(model, PROMPTS[0], 2))
+    assert torch.equal(t2i.sample(model, AttributeSwitching(tau=T - 1), requested, output="latent", **kw).samples, plain(model, PROMPTS[1], 2))
+    switched = t2i.sample(model, AttributeSwitching(tau=500), torch.tensor([0, 1]), output="latent", **kw).samples
     assert torch.equal(switched, sample(model, AttributeSwitching(tau=500), torch.tensor([0, 1]), **kw).samples)
 
 
-def test_fairbench_run_writes_records_and_a_leaderboard(folders, tmp_path, capsys):
+def test_fairbench_run_writes_records_and_a_leaderboard(folders, tmp_path):
     model = table(folders, guidance_train_samples=4, guidance_train_iters=20)
     lines = ["[benchmark]", 'name = "tiny-sd"', "n_samples = 8", "seeds = [0]", "batch_size = 8", "", "[model]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in model.items()]

@@ -44,6 +44,7 @@ import torch
 
 from ..errors import FairbenchError, NumericalFault, lookup
 from ..noise import STEPS, generators, initial_noise
+from ..sampling import SampleOutput
 from ..schedulers import BETA_SCHEDULES, make_scheduler, visited_timesteps
 from . import Setup, register_model_kind
 from .base import as_labels
@@ -361,8 +362,6 @@ def sample_pipeline(
     predictions per sample (one per visited step; CFG's two halves are one batched call).
     `device` is accepted for the shared signature: the pipeline stays where it was built.
     """
-    from ..sampling import SampleOutput
-
     requested = torch.as_tensor(requested, dtype=torch.long)
     indices = list(range(len(requested))) if indices is None else list(indices)
     k = model.num_attributes
@@ -504,8 +503,8 @@ def guidance_from_own_samples(model: TextToImageModel, *, samples_per_value: int
     """Train the guidance classifier on the model's own conditional samples, labelled by prompt.
 
     No real data is needed: ``samples_per_value`` latents per prompt from conditional
-    sampling (DDIM, `GUIDANCE_DATA_STEPS` steps, noise indices disjoint from any benchmark's
-    0..N-1 under the ``guidance`` seed), then `train_latent_classifier`.
+    sampling (DDIM, `GUIDANCE_DATA_STEPS` steps, noise indices from 2**40 on, disjoint from
+    any benchmark's 0..N-1), then `train_latent_classifier`.
     """
     from ..methods import Conditional
 
