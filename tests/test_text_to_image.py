@@ -286,7 +286,7 @@ def test_fairbench_run_writes_records_and_a_leaderboard(folders, tmp_path):
     assert sorted(r["label"] for r in records) == [f"m{i}" for i in range(len(methods))]
     assert {r["metrics"]["nfe_per_sample"] for r in records} == {STEPS_N}
     assert all(0.0 <= r["metrics"]["epsilon"] <= 1.0 for r in records)
-    assert all("clip" in r["spec"]["metrics"]["epsilon_features"] for r in records)
+    assert all("clip" in r["spec"]["epsilon_features"] for r in records)
     board = (out / "leaderboard.md").read_text()
     assert all(f"| m{i} |" in board for i in range(len(methods))) and (out / "leaderboard.csv").is_file()
 
