@@ -16,7 +16,8 @@ from .config import Config, MethodSpec
 from .errors import FairbenchError
 from .leaderboard import write_leaderboard
 from .methods import METHODS, ClassifierGuidance, resolve_tau
-from .metrics.fairness import epsilon_fairness
+from .metrics.cost import PeakMemory
+from .metrics.suite import evaluate
 from .models import Setup
 from .records import make_record, provenance, write_record
 from .sampling import sample
@@ -88,23 +89,18 @@ def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed
     method = build_method(spec, setup, tau)
     n = config.benchmark.n_samples
     requested = requested_values(n, model.num_attributes)
-    out = (setup.sample or sample)(
-        model, method, requested,
-        scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=seed,
-        batch_size=config.benchmark.batch_size, device=device,
-    )
-    features = setup.features(out.samples)
-    estimate = epsilon_fairness(
-        features.detach().cpu().numpy(), requested.numpy(),
-        folds=config.metrics.epsilon_folds, confidence=config.metrics.confidence,
-        bootstrap=config.metrics.bootstrap, seed=seed,
-    )
-    metrics = {
-        "epsilon": estimate.value,
-        "epsilon_ci": list(estimate.interval),
+    with PeakMemory(device) as memory:
+        out = (setup.sample or sample)(
+            model, method, requested,
+            scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=seed,
+            batch_size=config.benchmark.batch_size, device=device,
+        )
+    metrics = evaluate(out.samples, requested, setup, seed=seed, config=config.metrics, final=out.final, device=device)
+    metrics |= {
         "nfe_per_sample": out.nfe / n,
         "wall_s": out.wall_s,
         "samples_per_s": n / out.wall_s if out.wall_s > 0 else None,
+        **memory.as_metrics(),
     }
     if tau is not None:
         metrics["tau"] = tau
