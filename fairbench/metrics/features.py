@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import platform
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,9 @@ class CleanInception(torch.nn.Module):
 
             # A TorchScript archive (restricted unpickler, TorchScript code), not a Python pickle.
             try:
-                self.net = InceptionV3W(str(path.parent), download=False, resize_inside=False).eval()
+                with warnings.catch_warnings():  # torch deprecates TorchScript; clean-fid's file is one
+                    warnings.filterwarnings("ignore", message=".*torch.jit.load.*is deprecated", category=FutureWarning)
+                    self.net = InceptionV3W(str(path.parent), download=False, resize_inside=False).eval()
             except (RuntimeError, OSError, ValueError) as exc:
                 raise FairbenchError(f"{str(path)!r} is not clean-fid's TorchScript Inception-v3: {str(exc).splitlines()[0]}") from None
         else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -82,8 +83,10 @@ def frechet_distance(generated: FeatureStats, real: FeatureStats) -> float:
     """``FID = ||mu_g - mu_r||^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2))`` (clean-fid's implementation)."""
     from cleanfid.fid import frechet_distance as cleanfid_frechet
 
-    # clean-fid prints a notice to stdout when it regularises a singular product; keep stdout clean.
-    with contextlib.redirect_stdout(sys.stderr):
+    # clean-fid prints a notice to stdout when it regularises a singular product, and passes
+    # scipy's deprecated `disp` argument: keep stdout and warnings about our own code.
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The `disp` argument is deprecated", category=DeprecationWarning)
         return float(cleanfid_frechet(generated.mean, generated.cov, real.mean, real.cov))
 
 
@@ -143,8 +146,10 @@ def _quality_torchmetrics(generated, requested, real, extractor, value_names, *,
     # reset_real_features=False: reset() clears the generated side only, so the real
     # statistics are accumulated once and reused for every group.
     fid_metric = FrechetInceptionDistance(feature=module, reset_real_features=False)
-    kid_metric = KernelInceptionDistance(feature=module, subsets=kid_subsets,
-                                         subset_size=min(len(generated), len(real), kid_subset_size))
+    with warnings.catch_warnings():  # it warns that it keeps the features: documented above
+        warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
+        kid_metric = KernelInceptionDistance(feature=module, subsets=kid_subsets,
+                                             subset_size=min(len(generated), len(real), kid_subset_size))
     for lo in range(0, len(real), extractor.batch_size):
         fid_metric.update(real[lo : lo + extractor.batch_size], real=True)
         kid_metric.update(real[lo : lo + extractor.batch_size], real=True)
