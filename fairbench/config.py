@@ -201,11 +201,22 @@ class MethodSpec:
 
 @dataclass(frozen=True)
 class MetricsSpec:
+    """``[metrics]``: settings of the measurements (see `fairbench.metrics.suite.SuiteOptions`)."""
+
     epsilon_folds: int = 5
     confidence: float = 0.95
     bootstrap: int = 1000
+    fid_features: str = "auto"
+    fid_backend: str = "clean-fid"
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    utility_target: str = "target"
+    feature_batch_size: int = 256
 
     def validate(self, where: str) -> None:
+        from .metrics.suite import SuiteOptions
+
+        SuiteOptions.from_config(self).validate(where)
         if self.epsilon_folds < 2:
             raise FairbenchError(f"{where}.epsilon_folds must be at least 2, got {self.epsilon_folds}")
         if not 0.5 <= self.confidence < 1.0:

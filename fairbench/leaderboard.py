@@ -14,13 +14,35 @@ from .records import atomic_write_text, read_records
 ARROWS = {"lower": " (lower is better)", "higher": " (higher is better)", "none": ""}
 
 
+def column_name(name: str, metrics: dict) -> str:
+    """``fid@raw`` for a metric keyed by another field (`MetricInfo.keyed_by`), else the name:
+    values measured differently (e.g. FIDs on different features) never share a column."""
+    info = METRICS.get(name)
+    if info is None or info.keyed_by is None:
+        return name
+    return f"{name}@{metrics.get(info.keyed_by, 'unknown')}"
+
+
+def base_name(column: str) -> str:
+    return column.split("@", 1)[0]
+
+
+def _columns(record: dict) -> dict[str, float]:
+    """A record's scalar metrics under their leaderboard column names."""
+    return {
+        column_name(name, record["metrics"]): value
+        for name, value in record["metrics"].items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
 def _scalar_metrics(records: list[dict]) -> list[str]:
     names: list[str] = []
     for record in records:
-        for name, value in record["metrics"].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and name not in names:
+        for name in _columns(record):
+            if name not in names:
                 names.append(name)
-    known = [m for m in METRICS if m in names]
+    known = [n for m in METRICS for n in names if base_name(n) == m]
     return known + [n for n in names if n not in known]
 
 
@@ -34,7 +56,7 @@ def leaderboard_frame(records: list[dict]) -> pd.DataFrame:
         group = [r for r in records if r["label"] == label and r["spec"].get("benchmark") == benchmark]
         row = {"method": label, "benchmark": benchmark, "n_seeds": len(group)}
         for name in names:
-            values = [r["metrics"].get(name) for r in group]
+            values = [_columns(r).get(name) for r in group]
             values = [v for v in values if isinstance(v, (int, float))]
             if not values:
                 continue
@@ -74,7 +96,8 @@ def _escape_md(text: str) -> str:
 
 def markdown_table(frame: pd.DataFrame) -> str:
     names = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")]
-    header = ["method"] + [f"{_escape_md(n)}{' ↓' if METRICS.get(n) and METRICS[n].direction == 'lower' else ' ↑' if METRICS.get(n) and METRICS[n].direction == 'higher' else ''}" for n in names]
+    arrows = {"lower": " ↓", "higher": " ↑"}
+    header = ["method"] + [f"{_escape_md(n)}{arrows.get(getattr(METRICS.get(base_name(n)), 'direction', ''), '')}" for n in names]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in frame.iterrows():
         cells = [_escape_md(row["method"])]
@@ -100,9 +123,10 @@ def write_leaderboard(directory: Path) -> tuple[Path, Path]:
     csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
     atomic_write_text(csv_path, frame.to_csv(index=False))
     benchmark = records[0]["spec"].get("benchmark", "") if records else ""
+    columns = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")]
     legend = "\n".join(
         f"- `{name}`: {METRICS[name].formula}{ARROWS[METRICS[name].direction]}."
-        for name in [c[: -len('_mean')] for c in frame.columns if c.endswith("_mean")] if name in METRICS
+        for name in dict.fromkeys(base_name(c) for c in columns) if name in METRICS
     )
     seeds = sorted({r["spec"].get("seed") for r in records})
     text = (

@@ -31,7 +31,8 @@ from .errors import FairbenchError
 from .html_report import write_html
 from .leaderboard import write_leaderboard
 from .methods import METHODS, ClassifierGuidance, resolve_tau
-from .metrics.fairness import epsilon_fairness
+from .metrics.cost import PeakMemory
+from .metrics.suite import evaluate
 from .models import Setup
 from .records import atomic_write_text, make_record, provenance, read_json, spec_hash, write_record
 from .sampling import SampleOutput, sample
@@ -188,20 +189,15 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> dict:
         else:
             tau = resolve_tau(spec.tau, setup.model.num_train_timesteps)
     method = build_method(spec, setup, tau)
-    out = _sample_sharded(job, setup, method, out_dir, device)
+    with PeakMemory(device) as memory:
+        out = _sample_sharded(job, setup, method, out_dir, device)
     n = config.benchmark.n_samples
-    features = setup.features(out.samples)
-    estimate = epsilon_fairness(
-        features.detach().cpu().numpy(), out.requested.numpy(),
-        folds=config.metrics.epsilon_folds, confidence=config.metrics.confidence,
-        bootstrap=config.metrics.bootstrap, seed=job.seed,
-    )
-    metrics = {
-        "epsilon": estimate.value,
-        "epsilon_ci": list(estimate.interval),
+    metrics = evaluate(out.samples, out.requested, setup, seed=job.seed, config=config.metrics, final=out.final, device=device)
+    metrics |= {
         "nfe_per_sample": out.nfe / n,
         "wall_s": out.wall_s,
         "samples_per_s": n / out.wall_s if out.wall_s > 0 else None,
+        **memory.as_metrics(),
     }
     if tau is not None:
         metrics["tau"] = tau

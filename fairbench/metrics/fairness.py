@@ -62,7 +62,11 @@ def epsilon_fairness(
     classifier's ``2 BA - 1`` is at most the TV, this is a lower bound on TV (tight when the
     classifier is Bayes-optimal, as logistic regression is for Gaussians of equal covariance).
     Interval: percentile bootstrap (`bootstrap` resamples within each group) of the held-out
-    predictions, at the given `confidence`; it does not include refitting variability.
+    predictions, at the given `confidence`: the ``(1 - confidence)/2`` and
+    ``(1 + confidence)/2`` quantiles of ``max(0, 2 * BA* - 1)`` over resampled per-group
+    recalls. It does not include refitting variability. For k > 2 it is the interval of the
+    pair attaining the maximum (`EpsilonEstimate.pair`). `features` may be any per-sample
+    features (raw values, a judge's layer); they are standardised before fitting.
     """
     features = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
     requested = np.asarray(requested)

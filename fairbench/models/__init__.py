@@ -58,6 +58,7 @@ class GaussianSpec:
     beta_schedule: str = "linear"
     num_train_timesteps: int = 1000
     attribute_names: list[str] | None = None
+    n_real: int = 10000  # real reference samples x_0 ~ N(mu_a, std^2 I), balanced over a (FID, KID)
 
     def validate(self, where: str) -> None:
         from ..schedulers import BETA_SCHEDULES
@@ -71,6 +72,8 @@ class GaussianSpec:
             raise FairbenchError(f"{where}.num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
         if self.attribute_names is not None and len(self.attribute_names) != len(self.means):
             raise FairbenchError(f"{where}.attribute_names must name {len(self.means)} values, got {len(self.attribute_names)}")
+        if self.n_real < 2:
+            raise FairbenchError(f"{where}.n_real must be at least 2, got {self.n_real}")
 
     def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
         from .gaussian import GaussianModel, exact_run_metrics
@@ -82,10 +85,14 @@ class GaussianSpec:
             num_train_timesteps=self.num_train_timesteps,
             attribute_names=tuple(self.attribute_names) if self.attribute_names else None,
         )
+        # One fixed draw (seed 0), so every method and seed is compared with the same reference.
+        labels = torch.arange(self.n_real) % model.num_attributes
+        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels)
         return Setup(
             model=model,
             guidance=model.guidance_classifier(),
             exact_metrics=lambda **kw: exact_run_metrics(model, **kw),
+            real=real,
         )
 
 

@@ -1,0 +1,77 @@
+"""Cost of a run: peak memory while sampling (NFE and wall time come from the sampler).
+
+``peak_mem_mb`` (MiB) depends on the device, and the record says which (``peak_mem_basis``):
+
+- ``"cuda_max_allocated"``: ``torch.cuda.max_memory_allocated`` over the block, after
+  resetting the peak counter at its start: everything torch held on the GPU at the peak,
+  model weights included.
+- ``"rss_peak_growth"``: peak resident set size of the process during the block minus the
+  resident size at its start. On Linux the kernel's high-water mark is reset at the start
+  (``/proc/self/clear_refs``, value 5) and read from ``VmHWM``, so the peak is the block's
+  own. Elsewhere it is the growth of ``resource.getrusage().ru_maxrss``, which is 0 when the
+  block stays below an earlier peak of the process (a lower bound).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+MIB = 2**20
+
+
+def _proc_status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _maxrss_bytes() -> int:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as memory: ...``; then ``memory.mb`` and ``memory.basis``."""
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.mb: float | None = None
+        self.basis = "cuda_max_allocated" if self.device.type == "cuda" else "rss_peak_growth"
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        rss = _proc_status_kib("VmRSS")
+        self._hwm = rss is not None and _reset_rss_peak()
+        self._start = rss * 1024 if self._hwm else _maxrss_bytes()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = torch.cuda.max_memory_allocated(self.device) / MIB
+            return
+        peak = _proc_status_kib("VmHWM") * 1024 if self._hwm else _maxrss_bytes()
+        self.mb = max(0, peak - self._start) / MIB
+
+    def as_metrics(self) -> dict:
+        return {"peak_mem_mb": self.mb, "peak_mem_basis": self.basis}

@@ -1,0 +1,171 @@
+"""The measurement suite end to end: evaluate(), the runner's records, leaderboard columns,
+peak memory and the generated metrics table."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fairlearn.metrics import MetricFrame, demographic_parity_difference, equalized_odds_difference
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from fairbench.config import parse_config
+from fairbench.errors import FairbenchError
+from fairbench.leaderboard import leaderboard_frame, markdown_table
+from fairbench.methods import Conditional
+from fairbench.metrics import METRICS
+from fairbench.metrics.cost import PeakMemory
+from fairbench.metrics.docs import metrics_markdown
+from fairbench.metrics.quality import FeatureStats, frechet_distance
+from fairbench.metrics.suite import SuiteOptions, evaluate
+from fairbench.models import GaussianSpec, RealData
+from fairbench.runner import run_cell
+from fairbench.sampling import sample
+
+REPO = Path(__file__).resolve().parents[1]
+N = 400
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return GaussianSpec(kind="gaussian", means=[[-0.5, 0.0], [0.5, 0.0]], std=0.5, n_real=2000).build()
+
+
+@pytest.fixture(scope="module")
+def generated(setup):
+    requested = torch.arange(N) % 2
+    return requested, sample(setup.model, Conditional(), requested, scheduler_name="ddim", steps=10, seed=0, batch_size=N)
+
+
+def _judge() -> torch.nn.Module:
+    """A tiny judge: log-softmax of a linear map that reads the sign of the first coordinate."""
+    linear = torch.nn.Linear(2, 2, dtype=torch.float64)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[-4.0, 0.0], [4.0, 0.0]]))
+        linear.bias.zero_()
+    return torch.nn.Sequential(linear, torch.nn.LogSoftmax(dim=1))
+
+
+def _known(keys) -> set:
+    return set(keys) - set(METRICS) - {m.interval for m in METRICS.values() if m.interval}
+
+
+def test_gaussian_setup_carries_real_data_and_evaluate_gives_raw_fid(setup, generated):
+    requested, out = generated
+    real = setup.real
+    assert real.samples.shape == (2000, 2) and torch.equal(real.sensitive, torch.arange(2000) % 2)
+    metrics = evaluate(out.samples, requested, setup, seed=0, config=SuiteOptions(kid_subsets=5))
+    assert metrics["fid_features"] == "raw"
+    assert set(metrics["fid_by_group"]) == {"s0", "s1"}
+    assert "fd" not in metrics and "utility_accuracy" not in metrics  # no judge, no target
+    assert _known(metrics) == set()
+    # FID recomputed from the raw samples and the real draws.
+    expected = frechet_distance(FeatureStats.of(out.samples.numpy()), FeatureStats.of(real.samples.numpy()))
+    assert metrics["fid"] == pytest.approx(expected, rel=1e-12)
+    # Conditional sampling with the exact denoiser reproduces the data law: FID near 0, and far
+    # below each group's FID against the whole two-group data.
+    assert metrics["fid"] < 0.1 < min(metrics["fid_by_group"].values())
+
+
+def test_evaluate_with_a_judge_and_labels_matches_direct_computations(setup, generated):
+    requested, out = generated
+    judge = _judge()
+    real = setup.real
+    with_judges = dataclasses.replace(
+        setup, judge=judge, target_judge=judge,
+        real=RealData(samples=real.samples, sensitive=real.sensitive, target=real.sensitive),
+    )
+    metrics = evaluate(out.samples, requested, with_judges, seed=0, config=SuiteOptions(kid_subsets=5))
+    labels = (out.samples[:, 0] > 0).long().numpy()
+    p = np.bincount(labels, minlength=2) / N
+    assert metrics["fd"] == pytest.approx(np.linalg.norm(p - 0.5), abs=1e-12)
+    assert metrics["judged_distribution"]["s0"] == pytest.approx(list(np.bincount(labels[requested.numpy() == 0], minlength=2) / (N / 2)))
+    # Utility: a logistic regression on the judge-labelled samples, tested on the real draws.
+    pred = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(out.samples.numpy(), labels).predict(real.samples.numpy())
+    y, s = real.sensitive.numpy(), real.sensitive.numpy()
+    assert metrics["utility_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    by_group = MetricFrame(metrics=accuracy_score, y_true=y, y_pred=pred, sensitive_features=s).by_group
+    assert metrics["utility_accuracy_by_group"] == pytest.approx({"s0": by_group[0], "s1": by_group[1]}, abs=1e-12)
+    assert metrics["utility_dp_difference"] == pytest.approx(demographic_parity_difference(y, pred, sensitive_features=s), abs=1e-12)
+    assert metrics["utility_eo_difference"] == pytest.approx(equalized_odds_difference(y, pred, sensitive_features=s), abs=1e-12)
+    assert _known(metrics) == set()
+    # utility_target = "sensitive": labels are the samples' final condition instead of a judge.
+    by_condition = evaluate(out.samples, requested, setup, seed=0, final=out.final,
+                            config=SuiteOptions(kid_subsets=5, utility_target="sensitive"))
+    pred = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(out.samples.numpy(), out.final.numpy()).predict(real.samples.numpy())
+    assert by_condition["utility_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+
+
+def test_bad_options_are_refused_with_a_suggestion(setup, generated):
+    requested, out = generated
+    with pytest.raises(FairbenchError, match="Did you mean: inception"):
+        evaluate(out.samples, requested, setup, seed=0, config=SuiteOptions(fid_features="incepton"))
+    with pytest.raises(FairbenchError, match="kid_subset_size must be at least 2"):
+        evaluate(out.samples, requested, setup, seed=0, config=SuiteOptions(kid_subset_size=1))
+
+
+def test_options_come_from_a_metrics_spec_where_it_has_them():
+    config = parse_config({"benchmark": {"name": "b"}, "model": {"kind": "gaussian", "means": [[0.0], [1.0]]},
+                           "methods": [{"name": "conditional"}], "metrics": {"bootstrap": 7}})
+    options = SuiteOptions.from_config(config.metrics)
+    assert options.bootstrap == 7 and options.fid_features == "auto" and options.fid_backend == "clean-fid"
+
+
+def test_runner_records_carry_quality_and_cost_under_registered_names(tmp_path):
+    config = parse_config({
+        "benchmark": {"name": "tiny", "n_samples": 120, "batch_size": 60},
+        "model": {"kind": "gaussian", "means": [[-0.5, 0.0], [0.5, 0.0]], "n_real": 500},
+        "sampler": {"scheduler": "ddim", "steps": 8},
+        "methods": [{"name": "embedding_mixing"}],
+    })
+    setup = config.model_spec().build()
+    record = run_cell(config, setup, config.methods[0], index=0, seed=0, device="cpu")
+    metrics = record["metrics"]
+    assert _known(metrics) == set()
+    assert metrics["fid_features"] == "raw" and metrics["fid"] > 0 and np.isfinite(metrics["kid"])
+    assert metrics["peak_mem_basis"] == "rss_peak_growth" and metrics["peak_mem_mb"] >= 0
+    assert metrics["nfe_per_sample"] == 8
+
+
+def _record(label: str, seed: int, fid: float, features: str) -> dict:
+    return {"label": label, "spec": {"benchmark": "b", "seed": seed, "method_index": 0},
+            "metrics": {"epsilon": 0.1, "fid": fid, "kid": fid / 10, "fid_features": features, "fid_by_group": {"a": fid}}}
+
+
+def test_leaderboard_never_puts_fids_of_different_extractors_in_one_column():
+    records = [_record("m", 0, 1.0, "raw"), _record("m", 1, 3.0, "raw"), _record("n", 0, 50.0, "judge-penultimate")]
+    frame = leaderboard_frame(records)
+    assert {"fid@raw_mean", "fid@judge-penultimate_mean", "kid@raw_mean"} <= set(frame.columns)
+    assert "fid_mean" not in frame.columns
+    rows = frame.set_index("method")
+    assert rows.loc["m", "fid@raw_mean"] == 2.0 and np.isnan(rows.loc["m", "fid@judge-penultimate_mean"])
+    assert rows.loc["n", "fid@judge-penultimate_mean"] == 50.0 and np.isnan(rows.loc["n", "fid@raw_mean"])
+    assert "| fid@raw ↓ |" in markdown_table(frame)
+
+
+def test_peak_memory_on_cpu_sees_the_block_even_below_an_earlier_peak():
+    big = torch.ones(160 * 2**20 // 4)  # an earlier, higher peak of this process
+    del big
+    with PeakMemory("cpu") as memory:
+        block = torch.ones(48 * 2**20 // 4)  # 48 MiB, touched
+        block += 1
+    del block
+    assert memory.basis == "rss_peak_growth"
+    if Path("/proc/self/clear_refs").exists():
+        assert memory.mb >= 40  # the high-water mark was reset at the start of the block
+    assert memory.as_metrics() == {"peak_mem_mb": memory.mb, "peak_mem_basis": "rss_peak_growth"}
+
+
+def test_every_metric_has_formula_direction_citation_and_the_doc_is_up_to_date():
+    for info in METRICS.values():
+        assert info.formula and info.citation and info.direction in ("lower", "higher", "none")
+        assert info.interval is None or info.interval_method
+    assert (REPO / "docs" / "metrics.md").read_text(encoding="utf-8") == metrics_markdown(), (
+        "docs/metrics.md is stale: run python -m fairbench.metrics.docs"
+    )
