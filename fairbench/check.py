@@ -47,9 +47,9 @@ from typing import Any, Literal
 from .config import parse_table
 from .errors import FairbenchError, suggest
 from .metrics import METRICS
-from .records import read_records
+from .records import MACHINE_METRICS, read_records
 
-TIMING_METRICS = ("wall_s", "samples_per_s", "tau_search_s")  # machine-dependent: excluded by default
+TIMING_METRICS = MACHINE_METRICS  # they measure the machine: excluded by default
 
 
 @dataclass(frozen=True)

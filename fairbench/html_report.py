@@ -211,6 +211,19 @@ def _extent(row: pd.Series, name: str) -> tuple[float, float, float] | None:
     return float(mean), float(mean) - std, float(mean) + std
 
 
+def tradeoff_plots(frame: pd.DataFrame, *, fairness: str = FAIRNESS_METRIC, quality: str = QUALITY_METRIC) -> str:
+    """One fairness-versus-quality plot per feature extractor of the quality metric.
+
+    FIDs computed on different features are not comparable, so they never share a plot.
+    """
+    from .leaderboard import base_name
+
+    columns = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean") and base_name(c[: -len("_mean")]) == quality]
+    if len(columns) <= 1:
+        return tradeoff_html(frame, fairness=fairness, quality=columns[0] if columns else quality)
+    return "".join(f"<h3>{_e(column)}</h3>" + tradeoff_html(frame, fairness=fairness, quality=column) for column in columns)
+
+
 def tradeoff_html(frame: pd.DataFrame, *, fairness: str = FAIRNESS_METRIC, quality: str = QUALITY_METRIC) -> str:
     """Fairness (y) against quality (x), one point per method with its interval (or ± std) as bars.
 
@@ -239,7 +252,7 @@ def tradeoff_html(frame: pd.DataFrame, *, fairness: str = FAIRNESS_METRIC, quali
     x = Scale(*_padded([v for _, ext, _ in points for v in ext[1:]]), MARGIN["left"], WIDTH - MARGIN["right"])
     y = Scale(*_padded([v for _, _, ext in points for v in ext[1:]], floor=0.0 if fairness == "epsilon" else None),
               HEIGHT - MARGIN["bottom"], MARGIN["top"])
-    parts = _axes(x, y, f"{quality} (lower is better)" if quality == "fid" else quality, fairness)
+    parts = _axes(x, y, f"{quality} (lower is better)" if quality.split("@")[0] == "fid" else quality, fairness)
     for index, (label, (xm, xl, xh), (ym, yl, yh)) in enumerate(points):
         colour = PALETTE[index % len(PALETTE)]
         parts.append(
@@ -495,7 +508,7 @@ seeds, and the mean of each seed's interval where the metric has one. Click a co
 <h2 id="table">Table</h2>
 {table}
 <h2 id="tradeoff">Fairness against quality</h2>
-{tradeoff_html(frame) if records else "<p>No records.</p>"}
+{tradeoff_plots(frame) if records else "<p>No records.</p>"}
 <h2 id="tau">Tau search curves</h2>
 {tau_curves_html(records)}
 <h2 id="samples">Sample grids</h2>

@@ -18,9 +18,9 @@ def column_name(name: str, metrics: dict) -> str:
     """``fid@raw`` for a metric keyed by another field (`MetricInfo.keyed_by`), else the name:
     values measured differently (e.g. FIDs on different features) never share a column."""
     info = METRICS.get(name)
-    if info is None or info.keyed_by is None:
+    if info is None or info.keyed_by is None or info.keyed_by not in metrics:
         return name
-    return f"{name}@{metrics.get(info.keyed_by, 'unknown')}"
+    return f"{name}@{metrics[info.keyed_by]}"
 
 
 def base_name(column: str) -> str:

@@ -178,7 +178,7 @@ def test_rerun_of_the_same_config_passes(runs, capsys):
     baseline, rerun = runs
     assert main(["check", str(rerun), "--baseline", str(baseline)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 3 record pairs") and "excluded: samples_per_s, tau_search_s, wall_s" in out
+    assert out.startswith("ok: 3 record pairs") and "excluded: peak_mem_mb, samples_per_s, tau_search_s, wall_s" in out
 
 
 def test_planted_regression_fails_with_a_table(runs, tmp_path, capsys):

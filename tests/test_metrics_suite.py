@@ -25,7 +25,7 @@ from fairbench.metrics.docs import metrics_markdown
 from fairbench.metrics.quality import FeatureStats, frechet_distance
 from fairbench.metrics.suite import SuiteOptions, evaluate
 from fairbench.models import GaussianSpec, RealData
-from fairbench.runner import run_cell
+from fairbench.runner import Job, run_cell
 from fairbench.sampling import sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_runner_records_carry_quality_and_cost_under_registered_names(tmp_path):
         "methods": [{"name": "embedding_mixing"}],
     })
     setup = config.model_spec().build()
-    record = run_cell(config, setup, config.methods[0], index=0, seed=0, device="cpu")
+    record = run_cell(Job(config, 0, 0), setup, tmp_path, device="cpu")
     metrics = record["metrics"]
     assert _known(metrics) == set()
     assert metrics["fid_features"] == "raw" and metrics["fid"] > 0 and np.isfinite(metrics["kid"])
