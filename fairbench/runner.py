@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .config import Config, MethodSpec
 from .errors import FairbenchError
@@ -36,6 +34,7 @@ from .metrics.suite import evaluate
 from .models import Setup
 from .records import atomic_write_text, make_record, provenance, read_json, spec_hash, write_record
 from .sampling import SampleOutput, sample
+from .shards import ShardedSamples, read_shard, write_shard
 from .tau_search import TauSearchResult, search_tau
 
 def choose_device(requested: str | None = None) -> str:
@@ -144,36 +143,35 @@ def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str) -> TauSearch
 
 
 def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) -> SampleOutput:
-    """Sample in shards of ``shard_size``; finished shards are loaded, not recomputed."""
+    """Sample in shards of ``shard_size``; finished shards are reused, not recomputed.
+
+    The returned samples are a `ShardedSamples` view of the shard files, so the measurements
+    read them one shard at a time.
+    """
     config = job.config
     n, size = config.benchmark.n_samples, config.benchmark.shard_size
     k = setup.model.num_attributes
     requested = requested_values(n, k)
     folder = out_dir / "shards" / job.key[:16]
-    parts, nfe, classifier_evals, wall = [], 0, 0, 0.0
+    paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0
     for lo in range(0, n, size):
         path = folder / f"{lo // size:05d}.safetensors"
         indices = list(range(lo, min(lo + size, n)))
         if path.exists():
-            with safe_open(str(path), framework="pt") as handle:
-                samples, meta = handle.get_tensor("samples"), handle.metadata()
-            shard_nfe, shard_evals, shard_wall = int(meta["nfe"]), int(meta["classifier_evals"]), float(meta["wall_s"])
+            meta = read_shard(path)[1]
         else:
             out = (setup.sample or sample)(
                 setup.model, method, requested[indices],
                 scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=job.seed,
                 batch_size=config.benchmark.batch_size, indices=indices, device=device,
             )
-            samples, shard_nfe, shard_evals, shard_wall = out.samples.contiguous(), out.nfe, out.classifier_evals, out.wall_s
-            meta = {"nfe": str(shard_nfe), "classifier_evals": str(shard_evals), "wall_s": repr(shard_wall)}
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file({"samples": samples}, str(tmp), metadata=meta)
-            tmp.replace(path)
-        parts.append(samples)
-        nfe, classifier_evals, wall = nfe + shard_nfe, classifier_evals + shard_evals, wall + shard_wall
+            meta = {"nfe": str(out.nfe), "classifier_evals": str(out.classifier_evals), "wall_s": repr(out.wall_s)}
+            write_shard(path, out.samples, meta)
+        paths.append(path)
+        sizes.append(len(indices))
+        nfe, classifier_evals, wall = nfe + int(meta["nfe"]), classifier_evals + int(meta["classifier_evals"]), wall + float(meta["wall_s"])
     return SampleOutput(
-        samples=torch.cat(parts), requested=requested, final=method.final(requested, k),
+        samples=ShardedSamples(paths, sizes), requested=requested, final=method.final(requested, k),
         nfe=nfe, wall_s=wall, classifier_evals=classifier_evals,
     )
 
