@@ -134,6 +134,8 @@ def read_records(directory: Path) -> list[dict]:
         if not isinstance(record, dict) or "spec" not in record or "metrics" not in record:
             raise FairbenchError(f"record {str(path)!r} is not a fairbench record")
         records.append(record)
+    if not records:
+        raise FairbenchError(f"no records in {str(folder)!r}")
     return sorted(
         records,
         key=lambda r: (r["spec"].get("benchmark", ""), r["spec"].get("method_index", 0), r["label"], r["spec"].get("seed", 0)),
