@@ -37,7 +37,6 @@ unless ``allow_missing``; new records with no baseline are listed and pass.
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -47,7 +46,7 @@ from typing import Any, Literal
 from .config import parse_table
 from .errors import FairbenchError, suggest
 from .metrics import METRICS
-from .records import MACHINE_METRICS, read_records
+from .records import MACHINE_METRICS, read_record, read_records
 
 TIMING_METRICS = MACHINE_METRICS  # they measure the machine: excluded by default
 
@@ -131,13 +130,7 @@ def load_records(path: str | Path) -> list[dict]:
     """Records from a results directory, a records directory, or one record file."""
     path = Path(path)
     if path.is_file():
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FairbenchError(f"record {str(path)!r} is not valid JSON: {exc}") from None
-        if not isinstance(record, dict) or "spec" not in record or "metrics" not in record:
-            raise FairbenchError(f"{str(path)!r} is not a fairbench record")
-        records = [record]
+        records = [read_record(path)]
     elif path.is_dir():
         records = read_records(path)
     else:

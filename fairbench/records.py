@@ -119,21 +119,24 @@ def comparable(record: dict) -> dict:
     return out
 
 
+def read_record(path: Path) -> dict:
+    """One record file, checked to be a record."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FairbenchError(f"record {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(record, dict) or "spec" not in record or "metrics" not in record:
+        raise FairbenchError(f"record {str(path)!r} is not a fairbench record")
+    return record
+
+
 def read_records(directory: Path) -> list[dict]:
     """All records under ``directory/records`` (or `directory` itself), sorted by label and seed."""
     directory = Path(directory)
     folder = directory / "records" if (directory / "records").is_dir() else directory
     if not folder.is_dir():
         raise FairbenchError(f"{str(directory)!r} holds no records directory")
-    records = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise FairbenchError(f"record {str(path)!r} is not valid JSON: {exc}") from None
-        if not isinstance(record, dict) or "spec" not in record or "metrics" not in record:
-            raise FairbenchError(f"record {str(path)!r} is not a fairbench record")
-        records.append(record)
+    records = [read_record(path) for path in sorted(folder.glob("*.json"))]
     if not records:
         raise FairbenchError(f"no records in {str(folder)!r}")
     return sorted(
