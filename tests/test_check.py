@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fairbench.check import CheckSpec, compare_records, interval_allowance, load_records, parse_check
+from fairbench.check import compare_records, interval_allowance, load_records, parse_check
 from fairbench.cli import main
 from fairbench.config import parse_config
 from fairbench.errors import FairbenchError
-from fairbench.records import make_record, write_record
+from fairbench.records import make_record
 from fairbench.runner import run_benchmark
 from fairbench.testing import assert_no_regression
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.linalg import sqrtm
 
 from fairbench.errors import FairbenchError
 from fairbench.metrics.features import (
