@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .config import Config, MethodSpec
 from .errors import FairbenchError
+from .figures import RunFigures
 from .leaderboard import write_leaderboard
 from .methods import METHODS, ClassifierGuidance, resolve_tau
 from .metrics.fairness import epsilon_fairness
@@ -73,7 +75,7 @@ def method_spec_dict(spec: MethodSpec, method) -> dict:
     return out
 
 
-def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed: int, device: str) -> dict:
+def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed: int, device: str, on_samples=None) -> dict:
     """One (method, seed) cell: resolve tau, sample, measure, return the record."""
     model = setup.model
     T = model.num_train_timesteps
@@ -88,11 +90,15 @@ def run_cell(config: Config, setup: Setup, spec: MethodSpec, *, index: int, seed
     method = build_method(spec, setup, tau)
     n = config.benchmark.n_samples
     requested = requested_values(n, model.num_attributes)
+    bar = tqdm(total=n, desc=f"sampling {spec.display}", unit="sample", leave=False, disable=None)
     out = (setup.sample or sample)(
         model, method, requested,
         scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=seed,
-        batch_size=config.benchmark.batch_size, device=device,
+        batch_size=config.benchmark.batch_size, device=device, progress=bar.update,
     )
+    bar.close()
+    if on_samples is not None:
+        on_samples(spec.display, seed, out, search)
     features = setup.features(out.samples)
     estimate = epsilon_fairness(
         features.detach().cpu().numpy(), requested.numpy(),
@@ -139,16 +145,18 @@ def run_benchmark(config: Config, out_dir: Path, *, device: str = "cpu", log=Non
     log = log or (lambda message: print(message, file=sys.stderr))
     prepare_output(out_dir)
     setup = config.model_spec().build(device=device, dataset=config.dataset)
+    figures = RunFigures(setup.model.attribute_names, config.benchmark.seeds[0])
     paths = []
     for seed in config.benchmark.seeds:
         for index, spec in enumerate(config.methods):
             start = time.perf_counter()
-            record = run_cell(config, setup, spec, index=index, seed=seed, device=device)
+            record = run_cell(config, setup, spec, index=index, seed=seed, device=device, on_samples=figures.add)
             paths.append(write_record(out_dir, record))
             m = record["metrics"]
             log(f"{spec.display} seed={seed}: epsilon={m['epsilon']:.3f} "
                 f"[{m['epsilon_ci'][0]:.3f}, {m['epsilon_ci'][1]:.3f}] ({time.perf_counter() - start:.1f}s)")
     write_leaderboard(out_dir)
+    figures.write(out_dir)
     return paths
 
 

@@ -1,0 +1,108 @@
+"""Figures of a run, written beside its records: sample grids and tau-search curves.
+
+- ``figures/samples_<method>.png``: per method, the first samples of each requested group
+  (image benchmarks only), all methods from the same noise (sample i's noise depends on
+  (seed, i) only), so the grids compare like with like column by column.
+- ``figures/tau_search.png``: the curve of every tau search (Algorithm 2's ``D(tau)``, the
+  direct search's measured gap), with the chosen tau marked.
+
+Only the first seed of a benchmark is drawn. Matplotlib is used through its object API
+with the Agg canvas, so no global backend is set.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+PER_GROUP = 32  # samples shown per requested group
+COLUMNS = 16
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_") or "method"
+
+
+def mosaic(images: torch.Tensor, columns: int = COLUMNS, gap: int = 1) -> np.ndarray:
+    """Tile ``[N, C, H, W]`` images in ``[-1, 1]`` into one ``[rows*(H+gap), cols*(W+gap), C]`` array in [0, 1]."""
+    images = ((images.detach().float().clamp(-1, 1) + 1) / 2).cpu().numpy()
+    n, channels, height, width = images.shape
+    rows = max(1, -(-n // columns))
+    canvas = np.ones((rows * (height + gap) - gap, columns * (width + gap) - gap, channels), dtype=np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[r * (height + gap): r * (height + gap) + height, c * (width + gap): c * (width + gap) + width] = image.transpose(1, 2, 0)
+    return canvas
+
+
+def sample_grid(samples: torch.Tensor, requested: torch.Tensor, final: torch.Tensor, names: tuple[str, ...],
+                title: str, path: Path) -> Path:
+    """One panel per requested value: its first `PER_GROUP` samples, titled with where they end."""
+    groups = [a for a in range(len(names)) if bool((requested == a).any())]
+    figure = Figure(figsize=(8, 0.5 + 0.6 * len(groups) * (PER_GROUP // COLUMNS)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(groups), 1, squeeze=False)[:, 0]
+    for axis, a in zip(axes, groups):
+        rows = torch.nonzero(requested == a).flatten()[:PER_GROUP]
+        image = mosaic(samples[rows])
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ends = sorted({names[int(v)] for v in final[rows]})
+        suffix = "" if ends == [names[a]] else f" (ends {', '.join(ends)})"
+        axis.set_title(f"requested {names[a]}{suffix}", fontsize=9)
+        axis.set_axis_off()
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def tau_curves(searches: list[tuple[str, dict]], path: Path) -> Path:
+    """One panel per search: its curve (tau, value) and the chosen tau."""
+    figure = Figure(figsize=(5 * len(searches), 3.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(searches), squeeze=False)[0]
+    for axis, (label, search) in zip(axes, searches):
+        taus, values = zip(*search["curve"])
+        axis.plot(taus, values, marker="o", markersize=3)
+        axis.axvline(search["tau"], color="tab:red", linestyle="--", label=f"tau = {search['tau']}")
+        axis.axhline(0.0, color="grey", linewidth=0.6)
+        axis.set_xlabel("tau (training timestep)")
+        axis.set_ylabel("D(tau)" if search["search"] == "reference" else "gap(tau)")
+        axis.set_title(label, fontsize=9)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
+@dataclass
+class RunFigures:
+    """Collects what the runner samples (first seed only) and draws it at the end."""
+
+    attribute_names: tuple[str, ...]
+    seed: int
+    grids: list[tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    searches: list[tuple[str, dict]] = field(default_factory=list)
+
+    def add(self, label: str, seed: int, output, search=None) -> None:
+        if seed != self.seed:
+            return
+        if output.samples.ndim == 4:  # images [N, C, H, W]
+            self.grids.append((label, output.samples, output.requested, output.final))
+        if search is not None:
+            self.searches.append((label, search.as_json()))
+
+    def write(self, out_dir: Path) -> list[Path]:
+        folder = Path(out_dir) / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [sample_grid(samples, requested, final, self.attribute_names, f"{label} (seed {self.seed})",
+                             folder / f"samples_{slug(label)}.png")
+                 for label, samples, requested, final in self.grids]
+        if self.searches:
+            paths.append(tau_curves(self.searches, folder / "tau_search.png"))
+        return paths
