@@ -33,6 +33,22 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .cache import cache_root
+    from .config import load_config
+    from .runner import choose_device
+
+    config = load_config(args.config or DEFAULT_CONFIG)
+    spec = config.model_spec()
+    if not hasattr(spec, "prepare"):
+        raise FairbenchError(f"model kind {spec.kind!r} has nothing to train; `fairbench train` trains the networks of kind 'unet'")
+    prepared = spec.prepare(device=choose_device(args.device), dataset=config.dataset)
+    print(f"cache: {cache_root()}")
+    for key, value in prepared.info.items():
+        print(f"{key}: {value}")
+    return 0
+
+
 def _cmd_tau(args) -> int:
     from .config import load_config
     from .runner import choose_device
@@ -127,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--executor", default="local", help="local (default) or ray")
     run.set_defaults(func=_cmd_run)
+
+    train = commands.add_parser("train", help="train (or find cached) the networks of a config's image model")
+    train.add_argument("config", nargs="?", help="benchmark TOML (default: embedded digits benchmark)")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.set_defaults(func=_cmd_train)
 
     tau = commands.add_parser("tau", help="search the transition point tau for a config's model")
     tau.add_argument("config")

@@ -352,11 +352,11 @@ def tau_curves_html(records: list[dict]) -> str:
 
 
 def grids_html(labels: Sequence[str], directory: Path | None) -> str:
-    """Sample grids ``DIR/<grid_filename(label)>``, embedded as data URIs when they are PNG files."""
+    """Sample grids ``DIR/figures/<grid_filename(label)>``, embedded as data URIs when they are PNG files."""
     figures = []
     if directory is not None:
         for label in labels:
-            path = Path(directory) / grid_filename(label)
+            path = Path(directory) / "figures" / grid_filename(label)
             if not path.is_file():
                 continue
             data = path.read_bytes()

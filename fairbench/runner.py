@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .config import Config, MethodSpec
 from .errors import FairbenchError
+from .figures import write_figures
 from .html_report import write_html
 from .leaderboard import write_leaderboard
 from .methods import METHODS, ClassifierGuidance, resolve_tau
@@ -154,22 +156,25 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     requested = requested_values(n, k)
     folder = out_dir / "shards" / job.key[:16]
     paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0
+    bar = tqdm(total=n, desc=f"sampling {job.method.display}", unit="sample", leave=False, disable=None)
     for lo in range(0, n, size):
         path = folder / f"{lo // size:05d}.safetensors"
         indices = list(range(lo, min(lo + size, n)))
         if path.exists():
             meta = read_shard(path)[1]
+            bar.update(len(indices))
         else:
             out = (setup.sample or sample)(
                 setup.model, method, requested[indices],
                 scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=job.seed,
-                batch_size=config.benchmark.batch_size, indices=indices, device=device,
+                batch_size=config.benchmark.batch_size, indices=indices, device=device, progress=bar.update,
             )
             meta = {"nfe": str(out.nfe), "classifier_evals": str(out.classifier_evals), "wall_s": repr(out.wall_s)}
             write_shard(path, out.samples, meta)
         paths.append(path)
         sizes.append(len(indices))
         nfe, classifier_evals, wall = nfe + int(meta["nfe"]), classifier_evals + int(meta["classifier_evals"]), wall + float(meta["wall_s"])
+    bar.close()
     return SampleOutput(
         samples=ShardedSamples(paths, sizes), requested=requested, final=method.final(requested, k),
         nfe=nfe, wall_s=wall, classifier_evals=classifier_evals,
@@ -338,8 +343,15 @@ def run_benchmark(
     for config in configs:  # build and validate every cell before writing anything
         setups(config)
     prepare_output(out_dir)
-    records = execute(plan(configs), out_dir, device=device, log=log, setups=setups)
+    jobs = plan(configs)
+    records = execute(jobs, out_dir, device=device, log=log, setups=setups)
     write_leaderboard(out_dir)
+    cells = len(configs) > 1
+    write_figures(out_dir, [
+        (f"{job.config.benchmark.name} {record['label']}" if cells else record["label"], record,
+         tuple(setups(job.config).model.attribute_names))
+        for job, record in zip(jobs, records) if job.seed == job.config.benchmark.seeds[0]
+    ])
     write_html(out_dir)
     return records
 

@@ -37,6 +37,18 @@ class ShardedSamples:
         self.starts = list(np.cumsum([0] + self.sizes[:-1]))
         self._cached: tuple[int, torch.Tensor] | None = None
 
+    @classmethod
+    def from_folder(cls, folder: Path) -> "ShardedSamples | None":
+        """The shards of one job folder, in order; None when it holds none."""
+        paths = sorted(Path(folder).glob("*.safetensors"))
+        if not paths:
+            return None
+        sizes = []
+        for path in paths:
+            with safe_open(str(path), framework="pt") as handle:
+                sizes.append(handle.get_slice("samples").get_shape()[0])
+        return cls(paths, sizes)
+
     def __len__(self) -> int:
         return sum(self.sizes)
 

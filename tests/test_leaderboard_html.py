@@ -199,8 +199,9 @@ def test_sample_grids_are_embedded_when_png(tmp_path):
     image = Image.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    (tmp_path / grid_filename("switching")).write_bytes(buffer.getvalue())
-    (tmp_path / grid_filename("mixing")).write_text("not a png")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / grid_filename("switching")).write_bytes(buffer.getvalue())
+    (tmp_path / "figures" / grid_filename("mixing")).write_text("not a png")
     page = write_html(tmp_path).read_text(encoding="utf-8")
     grids = re.findall(r'<figure class="grid" data-method="([^"]+)"><img src="data:image/png;base64,([^"]+)"', page)
     assert [m for m, _ in grids] == ["switching"]

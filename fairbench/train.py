@@ -1,0 +1,473 @@
+"""Training the networks an image benchmark needs, cached and resumable.
+
+Three networks, each trained on the train split of a dataset (`fairbench train CONFIG`, or on
+first use by the ``unet`` model kind):
+
+(a) the generator: a class-conditional diffusers ``UNet2DModel`` (class = sensitive value;
+    optionally one extra null class), trained with the epsilon objective
+    ``L = E || eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t, s) ||^2``
+    (Ho et al. 2020), ``t ~ U{0..T-1}``; the exponential moving average of its weights
+    (``theta_ema <- d theta_ema + (1 - d) theta`` with ``d = min(decay, (1 + n) / (10 + n))``
+    after update n) is what is saved, as a diffusers folder (safetensors) with its
+    ``scheduler_config.json``;
+(b) the judge (`fairbench.classifiers.AttributeJudge`), cross-entropy on clean images for
+    the sensitive and the target attribute;
+(c) the guidance classifier (`fairbench.classifiers.NoiseAwareClassifier`), cross-entropy on
+    ``x_t`` at uniformly drawn t, for the model's own noise schedule.
+
+The classifiers draw their batches uniformly over the (sensitive, target) strata of the train
+split (each stratum with probability 1/#strata, uniform inside it), so that a bias injected
+in the training data (e.g. heavy strokes mostly on digits >= 5) is not a shortcut for them.
+
+Randomness: step n draws its batch, timesteps and noise from a generator seeded by
+``(seed, n)``, so a training resumed from a checkpoint equals an uninterrupted one.
+Checkpoints are safetensors (weights, EMA weights, optimizer state) plus a JSON step
+counter; nothing is pickled. Results are cached (`fairbench.cache`) under a hash of the
+training spec, the architecture, the noise schedule and the training data.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cache import Artifact, artifact, tensor_digest
+from .classifiers import AttributeJudge, NoiseAwareClassifier
+from .errors import FairbenchError
+from .noise import sample_seed
+from .schedulers import BETA_SCHEDULES, make_scheduler
+
+FORMAT_VERSION = 1
+WARMUP_STEPS = 100
+NOISE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
+
+
+# ---------------------------------------------------------------------------------------------
+# Specs ([model.unet], [model.judge], [model.guidance] of a ``kind = "unet"`` model).
+
+
+def _check_positive(spec, where: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(spec, name)
+        if value <= 0:
+            raise FairbenchError(f"{where}.{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class UNetTraining:
+    """The generator trained when ``[model] path`` is absent."""
+
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
+    layers_per_block: int = 1
+    attention: bool = False  # self-attention in the lowest-resolution block
+    null_class: bool = False  # one extra class, used with probability `null_probability`
+    null_probability: float = 0.1
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "linear"
+    steps: int = 3000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        from .errors import lookup
+
+        lookup({b: b for b in BETA_SCHEDULES}, self.beta_schedule, f"{where}.beta_schedule")
+        if not self.block_out_channels or any(c <= 0 or c % 8 for c in self.block_out_channels):
+            raise FairbenchError(f"{where}.block_out_channels must be positive multiples of 8, got {self.block_out_channels}")
+        _check_positive(self, where, ("layers_per_block", "steps", "batch_size", "learning_rate", "checkpoint_every"))
+        if self.num_train_timesteps < 2:
+            raise FairbenchError(f"{where}.num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise FairbenchError(f"{where}.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 < self.null_probability < 1.0:
+            raise FairbenchError(f"{where}.null_probability must be in (0, 1), got {self.null_probability}")
+
+    def noise_schedule(self) -> dict[str, Any]:
+        return {"num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule}
+
+
+@dataclass(frozen=True)
+class JudgeTraining:
+    """The judge: attribute classifier on clean real images (evaluation only)."""
+
+    width: int = 32
+    feature_dim: int = 128
+    steps: int = 1500
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check_positive(self, where, ("width", "feature_dim", "steps", "batch_size", "learning_rate", "checkpoint_every"))
+        if self.weight_decay < 0:
+            raise FairbenchError(f"{where}.weight_decay must be non-negative, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class GuidanceTraining:
+    """The noise-aware guidance classifier (sampling only; never the judge)."""
+
+    width: int = 32
+    steps: int = 3000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check_positive(self, where, ("width", "steps", "batch_size", "learning_rate", "checkpoint_every"))
+        if self.weight_decay < 0:
+            raise FairbenchError(f"{where}.weight_decay must be non-negative, got {self.weight_decay}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data.
+
+
+@dataclass
+class LabelledImages:
+    """Images with their sensitive (and optional target) codes, for training one network."""
+
+    images: torch.Tensor  # [N, C, H, W] in [-1, 1]
+    sensitive: torch.Tensor  # [N]
+    sensitive_values: tuple[str, ...]
+    target: torch.Tensor | None = None  # [N]
+    target_values: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dataset(cls, dataset, split: str, attribute: str, target: str | None) -> "LabelledImages":
+        part = dataset.subset(split)
+        if len(part) == 0:
+            raise FairbenchError(f"dataset {dataset.name!r} has no images in its {split!r} split")
+        return cls(
+            images=part.images().to(torch.float32),
+            sensitive=part.labels(attribute),
+            sensitive_values=tuple(dataset.attribute_values[attribute]),
+            target=part.labels(target) if target else None,
+            target_values=tuple(dataset.attribute_values[target]) if target else (),
+        )
+
+    @property
+    def k(self) -> int:
+        return len(self.sensitive_values)
+
+    def digest(self) -> str:
+        arrays = [self.images, self.sensitive] + ([self.target] if self.target is not None else [])
+        return tensor_digest(*arrays) + ":" + json.dumps([self.sensitive_values, self.target_values])
+
+    def stratum_probabilities(self) -> torch.Tensor:
+        """Per-image draw probability: each (sensitive, target) stratum 1/#strata, uniform inside."""
+        strata = self.sensitive * (len(self.target_values) or 1) + (self.target if self.target is not None else 0)
+        _, inverse, counts = torch.unique(strata, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse].to(torch.float64)
+        return weights / weights.sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: safetensors + JSON, never pickle.
+
+
+def save_checkpoint(directory: Path, step: int, module: nn.Module, ema: nn.Module | None, optimizer) -> None:
+    """Write ``directory`` as a whole: a new folder renamed over the old one."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, tmp / "model.safetensors")
+    if ema is not None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+    state = optimizer.state_dict()
+    flat = {f"{index}.{name}": value.detach().contiguous().cpu()
+            for index, values in state["state"].items() for name, value in values.items()}
+    save_file(flat, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "param_groups": state["param_groups"]}), encoding="utf-8")
+    old = directory.with_name(directory.name + ".old")
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory: Path, module: nn.Module, ema: nn.Module | None, optimizer) -> int:
+    """Restore a checkpoint into the given objects; return its step (0 when there is none)."""
+    if not (directory / "state.json").is_file():
+        return 0
+    meta = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    device = next(module.parameters()).device
+    module.load_state_dict(load_file(directory / "model.safetensors", device=str(device)))
+    if ema is not None:
+        ema.load_state_dict(load_file(directory / "ema.safetensors", device=str(device)))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(directory / "optimizer.safetensors").items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The one training loop.
+
+
+def fit(
+    module: nn.Module,
+    batch_loss: Callable[[nn.Module, torch.Generator], torch.Tensor],
+    *,
+    steps: int,
+    learning_rate: float,
+    seed: int,
+    checkpoint_dir: Path,
+    checkpoint_every: int,
+    weight_decay: float = 0.0,
+    ema_decay: float | None = None,
+    desc: str = "training",
+) -> nn.Module:
+    """AdamW on ``batch_loss(module, generator_for_step)`` for `steps` steps, resuming from
+    `checkpoint_dir` when it holds a checkpoint; returns the EMA copy when `ema_decay` is set.
+
+    Learning rate: linear warm-up over the first 100 steps, then constant.
+    """
+    module.train()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    ema = copy.deepcopy(module).requires_grad_(False) if ema_decay is not None else None
+    start = load_checkpoint(checkpoint_dir, module, ema, optimizer)
+    with tqdm(total=steps, initial=start, desc=desc, unit="step", disable=None, leave=False) as bar:
+        for step in range(start, steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate * min(1.0, (step + 1) / WARMUP_STEPS)
+            generator = torch.Generator("cpu").manual_seed(sample_seed(seed, step, "train"))
+            loss = batch_loss(module, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                decay = min(ema_decay, (1.0 + step) / (10.0 + step))
+                with torch.no_grad():
+                    for averaged, current in zip(ema.parameters(), module.parameters()):
+                        averaged.lerp_(current, 1.0 - decay)
+            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+                save_checkpoint(checkpoint_dir, step + 1, module, ema, optimizer)
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+    trained = ema if ema is not None else module
+    return trained.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) the generator.
+
+
+def build_unet(spec: UNetTraining, sample_shape: tuple[int, int, int], num_classes: int):
+    """A fresh class-conditional ``UNet2DModel`` for images of `sample_shape` = (C, H, W)."""
+    from diffusers import UNet2DModel
+
+    channels, height, width = sample_shape
+    levels = len(spec.block_out_channels)
+    if height != width or height % 2 ** (levels - 1):
+        raise FairbenchError(
+            f"model.unet: images of {height}x{width} need square sides divisible by 2^{levels - 1} "
+            f"for block_out_channels {spec.block_out_channels}"
+        )
+    down = ["DownBlock2D"] * levels
+    up = ["UpBlock2D"] * levels
+    if spec.attention:
+        down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
+    return UNet2DModel(
+        sample_size=height,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=tuple(spec.block_out_channels),
+        layers_per_block=spec.layers_per_block,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        num_class_embeds=num_classes,
+        norm_num_groups=8,
+    )
+
+
+def _abar(schedule: dict[str, Any]) -> torch.Tensor:
+    return make_scheduler("ddpm", **schedule).alphas_cumprod.to(torch.float32)
+
+
+def _noised(x0: torch.Tensor, abar: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_t, t, eps)`` with ``t ~ U{0..T-1}`` and ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``."""
+    t = torch.randint(len(abar), (len(x0),), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    a = abar[t].view(-1, *[1] * (x0.ndim - 1))
+    return a.sqrt() * x0 + (1.0 - a).sqrt() * eps, t, eps
+
+
+def train_unet(data: LabelledImages, spec: UNetTraining, *, device: str, store: Artifact):
+    """Train (a) into `store`; returns the EMA ``UNet2DModel``."""
+    k = data.k
+    unet = build_unet(spec, tuple(data.images.shape[1:]), k + int(spec.null_class)).to(device)
+    abar = _abar(spec.noise_schedule())
+
+    def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(len(data.images), (spec.batch_size,), generator=generator)
+        labels = data.sensitive[index]
+        if spec.null_class:
+            labels = torch.where(torch.rand(len(index), generator=generator) < spec.null_probability, k, labels)
+        x_t, t, eps = _noised(data.images[index], abar, generator)
+        prediction = model(x_t.to(device), t.to(device), class_labels=labels.to(device)).sample
+        return torch.nn.functional.mse_loss(prediction, eps.to(device))
+
+    ema = fit(unet, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
+              checkpoint_dir=store.directory / "checkpoint", checkpoint_every=spec.checkpoint_every,
+              ema_decay=spec.ema_decay, desc="training the UNet")
+    save_unet(ema, spec.noise_schedule(), store.directory / "unet")
+    return ema
+
+
+def save_unet(unet, schedule: dict[str, Any], folder: Path) -> None:
+    """A diffusers folder: ``config.json``, safetensors weights and ``scheduler_config.json``."""
+    from diffusers import DDPMScheduler
+
+    unet.save_pretrained(folder, safe_serialization=True)
+    DDPMScheduler(**schedule).save_config(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) the judge and (c) the guidance classifier.
+
+
+def _save_network(network: nn.Module, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps(network.config, indent=2), encoding="utf-8")
+
+
+def load_network(cls: type[nn.Module], folder: Path, device: str) -> nn.Module:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    network = cls(**config)
+    network.load_state_dict(load_file(folder / "model.safetensors"))
+    return network.to(device).eval().requires_grad_(False)
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1).cpu() == labels).float().mean())
+
+
+def train_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTraining, *, device: str, store: Artifact):
+    """Train (b) into `store`; returns (network, held-out accuracies)."""
+    num_target = len(data.target_values)
+    network = AttributeJudge(data.images.shape[1], data.k, num_target, width=spec.width, feature_dim=spec.feature_dim).to(device)
+    probabilities = data.stratum_probabilities()
+
+    def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        index = torch.multinomial(probabilities, spec.batch_size, replacement=True, generator=generator)
+        sensitive_logits, target_logits = model(data.images[index].to(device))
+        loss = torch.nn.functional.cross_entropy(sensitive_logits, data.sensitive[index].to(device))
+        if num_target:
+            loss = loss + torch.nn.functional.cross_entropy(target_logits, data.target[index].to(device))
+        return loss
+
+    network = fit(network, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
+                  weight_decay=spec.weight_decay, checkpoint_dir=store.directory / "checkpoint",
+                  checkpoint_every=spec.checkpoint_every, desc="training the judge")
+    _save_network(network, store.directory / "judge")
+    with torch.no_grad():
+        sensitive_logits, target_logits = network(held_out.images.to(device))
+    accuracy = {"sensitive": _accuracy(sensitive_logits, held_out.sensitive)}
+    if num_target:
+        accuracy["target"] = _accuracy(target_logits, held_out.target)
+    return network, accuracy
+
+
+GUIDANCE_CHECK_TIMESTEPS = (0, 250, 500, 750)
+
+
+def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: GuidanceTraining, schedule: dict[str, Any],
+                   *, device: str, store: Artifact):
+    """Train (c) into `store` for the noise schedule `schedule`; returns (network, held-out
+    accuracy at a few fractions of T)."""
+    network = NoiseAwareClassifier(data.images.shape[1], data.k, width=spec.width).to(device)
+    abar = _abar(schedule)
+    probabilities = data.stratum_probabilities()
+
+    def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        index = torch.multinomial(probabilities, spec.batch_size, replacement=True, generator=generator)
+        x_t, t, _ = _noised(data.images[index], abar, generator)
+        return torch.nn.functional.cross_entropy(model(x_t.to(device), t.to(device)), data.sensitive[index].to(device))
+
+    network = fit(network, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
+                  weight_decay=spec.weight_decay, checkpoint_dir=store.directory / "checkpoint",
+                  checkpoint_every=spec.checkpoint_every, desc="training the guidance classifier")
+    _save_network(network, store.directory / "guidance")
+    accuracy = {}
+    generator = torch.Generator("cpu").manual_seed(sample_seed(spec.seed, 0, "guidance-check"))
+    T = len(abar)
+    for fraction in GUIDANCE_CHECK_TIMESTEPS:
+        t = fraction * T // 1000
+        eps = torch.randn(held_out.images.shape, generator=generator)
+        x_t = abar[t].sqrt() * held_out.images + (1.0 - abar[t]).sqrt() * eps
+        with torch.no_grad():
+            logits = network(x_t.to(device), torch.full((len(x_t),), t, device=device))
+        accuracy[f"t={t}"] = _accuracy(logits, held_out.sensitive)
+    return network, accuracy
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached artifacts.
+
+
+def _recipe(spec, data: LabelledImages, **extra) -> dict[str, Any]:
+    return {"format": FORMAT_VERSION, "spec": dataclasses.asdict(spec), "data": data.digest()} | extra
+
+
+def _finish(store: Artifact, metadata: dict[str, Any]) -> None:
+    store.finish(metadata)
+    shutil.rmtree(store.directory / "checkpoint", ignore_errors=True)  # the artifact supersedes it
+
+
+def cached_unet(data: LabelledImages, spec: UNetTraining, *, device: str):
+    """The generator for `data`: loaded from the cache, or trained and cached. Returns
+    (unet, folder, trained_now)."""
+    from diffusers import UNet2DModel
+
+    store = artifact("unet", _recipe(spec, data))
+    trained_now = not store.complete
+    if trained_now:
+        train_unet(data, spec, device=device, store=store)
+        _finish(store, {"attribute_values": list(data.sensitive_values),
+                        "null_class": data.k if spec.null_class else None, "device": device})
+    folder = store.directory / "unet"
+    return UNet2DModel.from_pretrained(folder, low_cpu_mem_usage=False).to(device).eval(), folder, trained_now
+
+
+def cached_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTraining, *, device: str):
+    """Returns (network, metadata, cache key, trained_now)."""
+    store = artifact("judge", _recipe(spec, data))
+    trained_now = not store.complete
+    if trained_now:
+        _, accuracy = train_judge(data, held_out, spec, device=device, store=store)
+        _finish(store, {"val_accuracy": accuracy, "device": device})
+    return load_network(AttributeJudge, store.directory / "judge", device), store.metadata(), store.key, trained_now
+
+
+def cached_guidance(data: LabelledImages, held_out: LabelledImages, spec: GuidanceTraining, schedule: dict[str, Any], *, device: str):
+    """Returns (network, metadata, trained_now)."""
+    schedule = {k: schedule[k] for k in NOISE_KEYS if k in schedule}
+    store = artifact("guidance", _recipe(spec, data, schedule=schedule))
+    trained_now = not store.complete
+    if trained_now:
+        _, accuracy = train_guidance(data, held_out, spec, schedule, device=device, store=store)
+        _finish(store, {"val_accuracy": accuracy, "device": device})
+    return load_network(NoiseAwareClassifier, store.directory / "guidance", device), store.metadata(), trained_now
