@@ -18,11 +18,13 @@ Definitions (all fixed by the spec, so the same spec gives the same dataset on a
   ``round(split[0] n)`` images in train, the next ``round(split[1] n)`` in val, the rest in test.
 - bias (train split only): among training images of digits >= 5 a fraction `bias` is heavy,
   among training images of digits <= 4 a fraction ``1 - bias`` is heavy. It is injected by
-  subsampling: in each digit, the over-represented stroke keeps every image and the other
-  keeps ``round(n_major (1 - f) / f)`` images drawn with a generator seeded by `seed` (``f``
-  the wanted fraction of the majority). ``bias = 0.5`` keeps everything. Val and test stay
-  as drawn (about half heavy in every digit): the usual biased-train / unbiased-reference
-  setting (Choi et al. 2020, "Fair generative modeling via weak supervision").
+  subsampling each digit's training images to the largest subset with that heavy fraction
+  ``f``: with ``n_h`` heavy and ``n_l`` light images it keeps
+  ``min(n_h, round(n_l f / (1 - f)))`` heavy and ``min(n_l, round(n_h (1 - f) / f))`` light
+  ones (one side whole, the other thinned), drawn with a generator seeded by `seed`.
+  ``bias = 0.5`` balances the strokes in every digit. Val and test stay as drawn (about half
+  heavy in every digit): the usual biased-train / unbiased-reference setting (Choi et al.
+  2020, "Fair generative modeling via weak supervision").
 
 So a model trained on the train split and asked for "heavy" draws mostly digits >= 5 (at
 ``bias = 0.8``, about 80%), and for "light" mostly digits <= 4: conditional sampling
@@ -72,17 +74,17 @@ def stratified_splits(strata: np.ndarray, fractions: tuple[float, float, float],
 
 
 def biased_subsample(digits: np.ndarray, heavy: np.ndarray, bias: float, seed: int) -> np.ndarray:
-    """Indices kept so that the heavy fraction is `bias` in digits >= 5 and ``1 - bias`` below."""
+    """Indices of the largest subset whose heavy fraction is `bias` in digits >= 5 and ``1 - bias`` below."""
     rng = np.random.default_rng(seed)
     keep = []
     for digit in np.unique(digits):
-        wanted_heavy = bias if digit >= BIASED_FROM else 1.0 - bias
-        rows = {1: np.flatnonzero((digits == digit) & (heavy == 1)), 0: np.flatnonzero((digits == digit) & (heavy == 0))}
-        major, fraction = (1, wanted_heavy) if wanted_heavy >= 0.5 else (0, 1.0 - wanted_heavy)
-        minor = 1 - major
-        n_minor = min(len(rows[minor]), int(round(len(rows[major]) * (1.0 - fraction) / fraction)))
-        keep.append(rows[major])
-        keep.append(rng.choice(rows[minor], size=n_minor, replace=False))
+        f = bias if digit >= BIASED_FROM else 1.0 - bias
+        heavy_rows = np.flatnonzero((digits == digit) & (heavy == 1))
+        light_rows = np.flatnonzero((digits == digit) & (heavy == 0))
+        n_heavy = min(len(heavy_rows), int(round(len(light_rows) * f / (1.0 - f))))
+        n_light = min(len(light_rows), int(round(len(heavy_rows) * (1.0 - f) / f)))
+        keep.append(rng.choice(heavy_rows, size=n_heavy, replace=False))
+        keep.append(rng.choice(light_rows, size=n_light, replace=False))
     return np.sort(np.concatenate(keep))
 
 
