@@ -20,7 +20,6 @@ from fairbench.errors import FairbenchError
 from fairbench.leaderboard import leaderboard_frame, markdown_table
 from fairbench.methods import Conditional
 from fairbench.metrics import METRICS
-from fairbench.metrics.cost import PeakMemory
 from fairbench.metrics.docs import metrics_markdown
 from fairbench.metrics.quality import FeatureStats, frechet_distance
 from fairbench.metrics.suite import SuiteOptions, evaluate
