@@ -133,19 +133,30 @@ def load_unet(path: str, device: str):
         except (OSError, ValueError, EnvironmentError) as exc:
             raise FairbenchError(f"cannot load a UNet2DModel from {str(root)!r}: {' '.join(str(exc).split())[:200]}") from None
         return unet.to(device).eval(), read_schedule(str(folder)), str(root)
-    last = None
+    how = f"download it where the hub is reachable (`hf download {path} --local-dir DIR`) and set model.path = DIR"
+    # The local hub cache first: no network, no retries.
+    for subfolder in (None, "unet"):
+        try:
+            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, local_files_only=True, low_cpu_mem_usage=False)
+        except (OSError, ValueError):
+            continue
+        return unet.to(device).eval(), read_schedule(path), path
+    from huggingface_hub import HfApi
+
+    try:  # one quick request, so that an offline machine fails at once rather than after download retries
+        HfApi().model_info(path, timeout=10)
+    except Exception as exc:  # offline, unknown repository, gated, ...: the same advice
+        raise FairbenchError(
+            f"model.path {path!r} is neither a local folder nor in the hub cache, and the hub cannot serve it "
+            f"({type(exc).__name__}); {how}"
+        ) from None
     for subfolder in (None, "unet"):
         try:
             unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, low_cpu_mem_usage=False)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            last = exc
+        except (OSError, ValueError):
             continue
         return unet.to(device).eval(), read_schedule(path), path
-    raise FairbenchError(
-        f"cannot load model.path {path!r} from the Hugging Face hub (offline, or not a UNet2DModel: "
-        f"{' '.join(str(last).split())[:160]}). Download it where the hub is reachable "
-        f"(`hf download {path} --local-dir DIR`) and set model.path = DIR"
-    )
+    raise FairbenchError(f"hub repository {path!r} holds no UNet2DModel (at its root or under unet/); {how}")
 
 
 @dataclass
