@@ -42,9 +42,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import Artifact, artifact, tensor_digest
+from .cache import artifact, tensor_digest
 from .classifiers import AttributeJudge, NoiseAwareClassifier
-from .errors import FairbenchError
+from .errors import FairbenchError, lookup
 from .noise import sample_seed
 from .schedulers import BETA_SCHEDULES, make_scheduler
 
@@ -83,8 +83,6 @@ class UNetTraining:
     seed: int = 0
 
     def validate(self, where: str) -> None:
-        from .errors import lookup
-
         lookup({b: b for b in BETA_SCHEDULES}, self.beta_schedule, f"{where}.beta_schedule")
         if not self.block_out_channels or any(c <= 0 or c % 8 for c in self.block_out_channels):
             raise FairbenchError(f"{where}.block_out_channels must be positive multiples of 8, got {self.block_out_channels}")
@@ -314,8 +312,8 @@ def _noised(x0: torch.Tensor, abar: torch.Tensor, generator: torch.Generator) ->
     return a.sqrt() * x0 + (1.0 - a).sqrt() * eps, t, eps
 
 
-def train_unet(data: LabelledImages, spec: UNetTraining, *, device: str, store: Artifact):
-    """Train (a) into `store`; returns the EMA ``UNet2DModel``."""
+def train_unet(data: LabelledImages, spec: UNetTraining, *, device: str, directory: Path):
+    """Train (a) into `directory` (checkpoints, then ``unet/``); returns the EMA ``UNet2DModel``."""
     k = data.k
     unet = build_unet(spec, tuple(data.images.shape[1:]), k + int(spec.null_class)).to(device)
     abar = _abar(spec.noise_schedule())
@@ -330,9 +328,9 @@ def train_unet(data: LabelledImages, spec: UNetTraining, *, device: str, store: 
         return torch.nn.functional.mse_loss(prediction, eps.to(device))
 
     ema = fit(unet, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
-              checkpoint_dir=store.directory / "checkpoint", checkpoint_every=spec.checkpoint_every,
+              checkpoint_dir=directory / "checkpoint", checkpoint_every=spec.checkpoint_every,
               ema_decay=spec.ema_decay, desc="training the UNet")
-    save_unet(ema, spec.noise_schedule(), store.directory / "unet")
+    save_unet(ema, spec.noise_schedule(), directory / "unet")
     return ema
 
 
@@ -365,8 +363,9 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1).cpu() == labels).float().mean())
 
 
-def train_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTraining, *, device: str, store: Artifact):
-    """Train (b) into `store`; returns (network, held-out accuracies)."""
+def train_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTraining, *, device: str,
+                directory: Path) -> dict[str, float]:
+    """Train (b) into ``directory / "judge"``; returns its accuracies on `held_out`."""
     num_target = len(data.target_values)
     network = AttributeJudge(data.images.shape[1], data.k, num_target, width=spec.width, feature_dim=spec.feature_dim).to(device)
     probabilities = data.stratum_probabilities()
@@ -380,24 +379,24 @@ def train_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTrain
         return loss
 
     network = fit(network, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
-                  weight_decay=spec.weight_decay, checkpoint_dir=store.directory / "checkpoint",
+                  weight_decay=spec.weight_decay, checkpoint_dir=directory / "checkpoint",
                   checkpoint_every=spec.checkpoint_every, desc="training the judge")
-    _save_network(network, store.directory / "judge")
+    _save_network(network, directory / "judge")
     with torch.no_grad():
         sensitive_logits, target_logits = network(held_out.images.to(device))
     accuracy = {"sensitive": _accuracy(sensitive_logits, held_out.sensitive)}
     if num_target:
         accuracy["target"] = _accuracy(target_logits, held_out.target)
-    return network, accuracy
+    return accuracy
 
 
 GUIDANCE_CHECK_TIMESTEPS = (0, 250, 500, 750)
 
 
 def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: GuidanceTraining, schedule: dict[str, Any],
-                   *, device: str, store: Artifact):
-    """Train (c) into `store` for the noise schedule `schedule`; returns (network, held-out
-    accuracy at a few fractions of T)."""
+                   *, device: str, directory: Path) -> dict[str, float]:
+    """Train (c) into ``directory / "guidance"`` for the noise schedule `schedule`; returns its
+    accuracy on `held_out` noised at a few fractions of T."""
     network = NoiseAwareClassifier(data.images.shape[1], data.k, width=spec.width).to(device)
     abar = _abar(schedule)
     probabilities = data.stratum_probabilities()
@@ -408,9 +407,9 @@ def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: Guidanc
         return torch.nn.functional.cross_entropy(model(x_t.to(device), t.to(device)), data.sensitive[index].to(device))
 
     network = fit(network, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
-                  weight_decay=spec.weight_decay, checkpoint_dir=store.directory / "checkpoint",
+                  weight_decay=spec.weight_decay, checkpoint_dir=directory / "checkpoint",
                   checkpoint_every=spec.checkpoint_every, desc="training the guidance classifier")
-    _save_network(network, store.directory / "guidance")
+    _save_network(network, directory / "guidance")
     accuracy = {}
     generator = torch.Generator("cpu").manual_seed(sample_seed(spec.seed, 0, "guidance-check"))
     T = len(abar)
@@ -421,7 +420,7 @@ def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: Guidanc
         with torch.no_grad():
             logits = network(x_t.to(device), torch.full((len(x_t),), t, device=device))
         accuracy[f"t={t}"] = _accuracy(logits, held_out.sensitive)
-    return network, accuracy
+    return accuracy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,42 +431,60 @@ def _recipe(spec, data: LabelledImages, **extra) -> dict[str, Any]:
     return {"format": FORMAT_VERSION, "spec": dataclasses.asdict(spec), "data": data.digest()} | extra
 
 
-def _finish(store: Artifact, metadata: dict[str, Any]) -> None:
-    store.finish(metadata)
-    shutil.rmtree(store.directory / "checkpoint", ignore_errors=True)  # the artifact supersedes it
+@dataclass
+class Trained:
+    """A network from the cache: loaded, or trained now and stored."""
+
+    network: nn.Module
+    directory: Path  # the artifact's folder
+    key: str  # sha256 of its recipe
+    metadata: dict[str, Any]
+    trained_now: bool
 
 
-def cached_unet(data: LabelledImages, spec: UNetTraining, *, device: str):
-    """The generator for `data`: loaded from the cache, or trained and cached. Returns
-    (unet, folder, trained_now)."""
+def _cached(kind: str, recipe: dict[str, Any], train: Callable[[Path], dict[str, Any]],
+            load: Callable[[Path], nn.Module]) -> Trained:
+    """Load the artifact of `recipe`, training it first (``train(folder) -> metadata``) if absent."""
+    store = artifact(kind, recipe)
+    trained_now = not store.complete
+    if trained_now:
+        store.finish(train(store.directory))
+        shutil.rmtree(store.directory / "checkpoint", ignore_errors=True)  # the artifact supersedes it
+    return Trained(load(store.directory), store.directory, store.key, store.metadata(), trained_now)
+
+
+def cached_unet(data: LabelledImages, spec: UNetTraining, *, device: str) -> Trained:
+    """The generator for `data`; ``directory / "unet"`` is its diffusers folder."""
     from diffusers import UNet2DModel
 
-    store = artifact("unet", _recipe(spec, data))
-    trained_now = not store.complete
-    if trained_now:
-        train_unet(data, spec, device=device, store=store)
-        _finish(store, {"attribute_values": list(data.sensitive_values),
-                        "null_class": data.k if spec.null_class else None, "device": device})
-    folder = store.directory / "unet"
-    return UNet2DModel.from_pretrained(folder, low_cpu_mem_usage=False).to(device).eval(), folder, trained_now
+    def train(directory: Path) -> dict[str, Any]:
+        train_unet(data, spec, device=device, directory=directory)
+        return {"attribute_values": list(data.sensitive_values), "null_class": data.k if spec.null_class else None,
+                "device": device}
+
+    def load(directory: Path) -> nn.Module:
+        return UNet2DModel.from_pretrained(directory / "unet", low_cpu_mem_usage=False).to(device).eval()
+
+    return _cached("unet", _recipe(spec, data), train, load)
 
 
-def cached_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTraining, *, device: str):
-    """Returns (network, metadata, cache key, trained_now)."""
-    store = artifact("judge", _recipe(spec, data))
-    trained_now = not store.complete
-    if trained_now:
-        _, accuracy = train_judge(data, held_out, spec, device=device, store=store)
-        _finish(store, {"val_accuracy": accuracy, "device": device})
-    return load_network(AttributeJudge, store.directory / "judge", device), store.metadata(), store.key, trained_now
+def cached_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTraining, *, device: str) -> Trained:
+    """The judge; ``metadata["val_accuracy"]`` holds its accuracies on `held_out`."""
+
+    def train(directory: Path) -> dict[str, Any]:
+        return {"val_accuracy": train_judge(data, held_out, spec, device=device, directory=directory), "device": device}
+
+    return _cached("judge", _recipe(spec, data), train, lambda directory: load_network(AttributeJudge, directory / "judge", device))
 
 
-def cached_guidance(data: LabelledImages, held_out: LabelledImages, spec: GuidanceTraining, schedule: dict[str, Any], *, device: str):
-    """Returns (network, metadata, trained_now)."""
+def cached_guidance(data: LabelledImages, held_out: LabelledImages, spec: GuidanceTraining, schedule: dict[str, Any],
+                    *, device: str) -> Trained:
+    """The guidance classifier for noise schedule `schedule`; ``metadata["val_accuracy"]`` as for the judge."""
     schedule = {k: schedule[k] for k in NOISE_KEYS if k in schedule}
-    store = artifact("guidance", _recipe(spec, data, schedule=schedule))
-    trained_now = not store.complete
-    if trained_now:
-        _, accuracy = train_guidance(data, held_out, spec, schedule, device=device, store=store)
-        _finish(store, {"val_accuracy": accuracy, "device": device})
-    return load_network(NoiseAwareClassifier, store.directory / "guidance", device), store.metadata(), trained_now
+
+    def train(directory: Path) -> dict[str, Any]:
+        accuracy = train_guidance(data, held_out, spec, schedule, device=device, directory=directory)
+        return {"val_accuracy": accuracy, "device": device}
+
+    return _cached("guidance", _recipe(spec, data, schedule=schedule), train,
+                   lambda directory: load_network(NoiseAwareClassifier, directory / "guidance", device))

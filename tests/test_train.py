@@ -131,47 +131,47 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, digits):
 
 
 def test_unet_training_caches_and_reuses(digits, cache):
-    unet, folder, trained_now = cached_unet(digits["train"], TINY_UNET, device="cpu")
-    assert trained_now and (folder / "config.json").is_file() and (folder / "scheduler_config.json").is_file()
-    assert list(folder.glob("*.safetensors"))
-    again, again_folder, trained_again = cached_unet(digits["train"], TINY_UNET, device="cpu")
-    assert not trained_again and again_folder == folder
-    for name, tensor in unet.state_dict().items():
-        assert torch.equal(tensor, again.state_dict()[name]), name
-    assert unet.config.num_class_embeds == 2
+    first = cached_unet(digits["train"], TINY_UNET, device="cpu")
+    folder = first.directory / "unet"
+    assert first.trained_now and (folder / "config.json").is_file() and (folder / "scheduler_config.json").is_file()
+    assert list(folder.glob("*.safetensors")) and first.directory.is_relative_to(cache)
+    again = cached_unet(digits["train"], TINY_UNET, device="cpu")
+    assert not again.trained_now and again.directory == first.directory and again.key == first.key
+    for name, tensor in first.network.state_dict().items():
+        assert torch.equal(tensor, again.network.state_dict()[name]), name
+    assert first.network.config.num_class_embeds == 2
     # A different recipe is a different artifact.
-    _, other_folder, other_new = cached_unet(digits["train"], dataclasses.replace(TINY_UNET, seed=1), device="cpu")
-    assert other_new and other_folder != folder
+    other = cached_unet(digits["train"], dataclasses.replace(TINY_UNET, seed=1), device="cpu")
+    assert other.trained_now and other.directory != first.directory
     assert not any(cache.rglob("checkpoint"))  # finished artifacts drop their checkpoints
 
 
 def test_null_class_adds_one_class_embedding(digits):
     spec = UNetTraining(block_out_channels=[8, 16], steps=2, batch_size=8, null_class=True)
-    unet, _, _ = cached_unet(digits["train"], spec, device="cpu")
-    assert unet.config.num_class_embeds == 3
+    trained = cached_unet(digits["train"], spec, device="cpu")
+    assert trained.network.config.num_class_embeds == 3 and trained.metadata["null_class"] == 2
 
 
 def test_classifiers_cache_and_report_held_out_accuracy(digits):
-    network, meta, key, trained_now = cached_judge(digits["train"], digits["val"], TINY_JUDGE, device="cpu")
-    assert trained_now and isinstance(network, AttributeJudge)
-    assert set(meta["val_accuracy"]) == {"sensitive", "target"}
-    again, _, again_key, trained_again = cached_judge(digits["train"], digits["val"], TINY_JUDGE, device="cpu")
-    assert not trained_again and again_key == key
-    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), again.state_dict().values()))
+    judge = cached_judge(digits["train"], digits["val"], TINY_JUDGE, device="cpu")
+    assert judge.trained_now and isinstance(judge.network, AttributeJudge)
+    assert set(judge.metadata["val_accuracy"]) == {"sensitive", "target"}
+    again = cached_judge(digits["train"], digits["val"], TINY_JUDGE, device="cpu")
+    assert not again.trained_now and again.key == judge.key
+    assert all(torch.equal(a, b) for a, b in zip(judge.network.state_dict().values(), again.network.state_dict().values()))
     schedule = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
-    guidance, meta, trained_now = cached_guidance(digits["train"], digits["val"], TINY_GUIDANCE, schedule, device="cpu")
-    assert trained_now and isinstance(guidance, NoiseAwareClassifier)
-    assert set(meta["val_accuracy"]) == {"t=0", "t=250", "t=500", "t=750"}
-    _, _, new_for_other_schedule = cached_guidance(digits["train"], digits["val"], TINY_GUIDANCE,
-                                                   schedule | {"num_train_timesteps": 500}, device="cpu")
-    assert new_for_other_schedule
+    guidance = cached_guidance(digits["train"], digits["val"], TINY_GUIDANCE, schedule, device="cpu")
+    assert guidance.trained_now and isinstance(guidance.network, NoiseAwareClassifier)
+    assert set(guidance.metadata["val_accuracy"]) == {"t=0", "t=250", "t=500", "t=750"}
+    other = cached_guidance(digits["train"], digits["val"], TINY_GUIDANCE, schedule | {"num_train_timesteps": 500}, device="cpu")
+    assert other.trained_now
 
 
 def test_judge_learns_digits(digits):
     """A short training already reads digits far above chance (0.1) on held-out images."""
     spec = JudgeTraining(width=16, feature_dim=32, steps=150, batch_size=64)
-    _, meta, _, _ = cached_judge(digits["train"], digits["val"], spec, device="cpu")
-    assert meta["val_accuracy"]["target"] > 0.6
+    judge = cached_judge(digits["train"], digits["val"], spec, device="cpu")
+    assert judge.metadata["val_accuracy"]["target"] > 0.6
 
 
 def test_stratum_sampling_balances_the_biased_strata(digits):

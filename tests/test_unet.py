@@ -190,6 +190,14 @@ def test_missing_local_path_is_one_clear_error(tmp_path):
         load_unet(missing, "cpu")
 
 
+def test_hub_id_that_cannot_be_served_is_one_clear_error(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as on a machine without network
+    with pytest.raises(FairbenchError, match="hf download someorg/no-such-unet --local-dir DIR"):
+        load_unet("someorg/no-such-unet", "cpu")
+
+
 def test_unet_kind_without_path_or_dataset_says_what_to_give():
     config = parse_config({"benchmark": {"name": "x"}, "model": {"kind": "unet"}, "methods": [{"name": "conditional"}]})
     with pytest.raises(FairbenchError, match="model.path"):

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import FairbenchError
+from ..schedulers import BETA_SCHEDULES
 from ..train import GuidanceTraining, JudgeTraining, UNetTraining
 from . import RealData, Setup, register_model_kind
 from .base import as_labels
@@ -104,8 +105,6 @@ def read_schedule(source: str) -> dict[str, Any]:
             f"model.path {source!r} predicts {config['prediction_type']!r}; fairbench's samplers and guidance need 'epsilon'"
         )
     schedule = {key: config[key] for key in SCHEDULE_KEYS if key in config}
-    from ..schedulers import BETA_SCHEDULES
-
     if schedule.get("beta_schedule", "linear") not in BETA_SCHEDULES:
         raise FairbenchError(
             f"model.path {source!r}: beta_schedule {schedule['beta_schedule']!r} is not supported. Valid: {', '.join(BETA_SCHEDULES)}."
@@ -134,19 +133,30 @@ def load_unet(path: str, device: str):
         except (OSError, ValueError, EnvironmentError) as exc:
             raise FairbenchError(f"cannot load a UNet2DModel from {str(root)!r}: {' '.join(str(exc).split())[:200]}") from None
         return unet.to(device).eval(), read_schedule(str(folder)), str(root)
-    last = None
+    how = f"download it where the hub is reachable (`hf download {path} --local-dir DIR`) and set model.path = DIR"
+    # The local hub cache first: no network, no retries.
+    for subfolder in (None, "unet"):
+        try:
+            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, local_files_only=True, low_cpu_mem_usage=False)
+        except (OSError, ValueError):
+            continue
+        return unet.to(device).eval(), read_schedule(path), path
+    from huggingface_hub import HfApi
+
+    try:  # one quick request, so that an offline machine fails at once rather than after download retries
+        HfApi().model_info(path, timeout=10)
+    except Exception as exc:  # offline, unknown repository, gated, ...: the same advice
+        raise FairbenchError(
+            f"model.path {path!r} is neither a local folder nor in the hub cache, and the hub cannot serve it "
+            f"({type(exc).__name__}); {how}"
+        ) from None
     for subfolder in (None, "unet"):
         try:
             unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, low_cpu_mem_usage=False)
-        except (OSError, ValueError, EnvironmentError) as exc:
-            last = exc
+        except (OSError, ValueError):
             continue
         return unet.to(device).eval(), read_schedule(path), path
-    raise FairbenchError(
-        f"cannot load model.path {path!r} from the Hugging Face hub (offline, or not a UNet2DModel: "
-        f"{' '.join(str(last).split())[:160]}). Download it where the hub is reachable "
-        f"(`hf download {path} --local-dir DIR`) and set model.path = DIR"
-    )
+    raise FairbenchError(f"hub repository {path!r} holds no UNet2DModel (at its root or under unet/); {how}")
 
 
 @dataclass
@@ -214,18 +224,18 @@ class UNetSpec:
                     f"{data.name!r} holds {'x'.join(map(str, data.image_shape))}; set the dataset's resolution to match"
                 )
         else:
-            unet, folder, trained_now = cached_unet(train, self.unet, device=device)
-            schedule = DEFAULT_SCHEDULE | self.unet.noise_schedule()
-            info |= {"unet": str(folder), "unet_trained_now": trained_now}
-        judge_network, judge_meta, judge_key, judge_new = cached_judge(train, val, self.judge, device=device)
-        guidance, guidance_meta, guidance_new = cached_guidance(train, val, self.guidance, schedule, device=device)
+            generator = cached_unet(train, self.unet, device=device)
+            unet, schedule = generator.network, DEFAULT_SCHEDULE | self.unet.noise_schedule()
+            info |= {"unet": str(generator.directory / "unet"), "unet_trained_now": generator.trained_now}
+        judge = cached_judge(train, val, self.judge, device=device)
+        guidance = cached_guidance(train, val, self.guidance, schedule, device=device)
         info |= {
-            "judge_trained_now": judge_new, "judge_val_accuracy": judge_meta["val_accuracy"],
-            "guidance_trained_now": guidance_new, "guidance_val_accuracy": guidance_meta["val_accuracy"],
+            "judge_trained_now": judge.trained_now, "judge_val_accuracy": judge.metadata["val_accuracy"],
+            "guidance_trained_now": guidance.trained_now, "guidance_val_accuracy": guidance.metadata["val_accuracy"],
         }
         real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values)
-        judge = Judge(judge_network, name=f"judge:{data.name}:{judge_key[:12]}")
-        return ImageArtifacts(unet, schedule, train.sensitive_values, judge, guidance, real, info)
+        return ImageArtifacts(unet, schedule, train.sensitive_values, Judge(judge.network, name=f"judge:{data.name}:{judge.key[:12]}"),
+                              guidance.network, real, info)
 
     def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
         prepared = self.prepare(device=device, dataset=dataset)
