@@ -463,7 +463,7 @@ def cached_unet(data: LabelledImages, spec: UNetTraining, *, device: str) -> Tra
                 "device": device}
 
     def load(directory: Path) -> nn.Module:
-        return UNet2DModel.from_pretrained(directory / "unet", low_cpu_mem_usage=False).to(device).eval()
+        return UNet2DModel.from_pretrained(directory / "unet", low_cpu_mem_usage=False, use_safetensors=True).to(device).eval()
 
     return _cached("unet", _recipe(spec, data), train, load)
 

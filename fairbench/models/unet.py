@@ -129,7 +129,7 @@ def load_unet(path: str, device: str):
         else:
             raise FairbenchError(f"model.path {path!r} holds no UNet config.json (at its root or under unet/)")
         try:
-            unet = UNet2DModel.from_pretrained(root, low_cpu_mem_usage=False)
+            unet = UNet2DModel.from_pretrained(root, low_cpu_mem_usage=False, use_safetensors=True)
         except (OSError, ValueError, EnvironmentError) as exc:
             raise FairbenchError(f"cannot load a UNet2DModel from {str(root)!r}: {' '.join(str(exc).split())[:200]}") from None
         return unet.to(device).eval(), read_schedule(str(folder)), str(root)
@@ -137,7 +137,7 @@ def load_unet(path: str, device: str):
     # The local hub cache first: no network, no retries.
     for subfolder in (None, "unet"):
         try:
-            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, local_files_only=True, low_cpu_mem_usage=False)
+            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, local_files_only=True, low_cpu_mem_usage=False, use_safetensors=True)
         except (OSError, ValueError):
             continue
         return unet.to(device).eval(), read_schedule(path), path
@@ -152,7 +152,7 @@ def load_unet(path: str, device: str):
         ) from None
     for subfolder in (None, "unet"):
         try:
-            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, low_cpu_mem_usage=False)
+            unet = UNet2DModel.from_pretrained(path, subfolder=subfolder, low_cpu_mem_usage=False, use_safetensors=True)
         except (OSError, ValueError):
             continue
         return unet.to(device).eval(), read_schedule(path), path
