@@ -203,7 +203,7 @@ class UNetSpec:
                     "or a [dataset] to train a UNet on"
                 )
             unet, schedule, source = load_unet(self.path, device)
-            names = tuple(self.attribute_names or (f"s{a}" for a in range(unet.config.num_class_embeds)))
+            names = tuple(self.attribute_names or (f"s{a}" for a in range(unet.config.num_class_embeds or 0)))
             return ImageArtifacts(unet, schedule, names, info={"unet": source})
         data_spec = dataset_spec(dataset)
         data = data_spec.load()
