@@ -113,6 +113,28 @@ def parse_table(cls, data: Any, where: str):
     return obj
 
 
+def parse_variant(table: dict, registry: dict[str, type], *, key: str, section: str, kind: str):
+    """Parse a table whose `key` names its spec class in `registry` (``[model] kind``, ``[dataset] name``)."""
+    from .errors import lookup
+
+    choice = table.get(key)
+    if choice is None:
+        raise FairbenchError(f"[{section}] needs a '{key}'. Valid: {', '.join(sorted(registry))}.")
+    return parse_table(lookup(registry, choice, kind), table, section)
+
+
+def import_optional(*modules: str) -> None:
+    """Import modules that register themselves, tolerating only their own absence."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
 def _positive(value: int, where: str) -> None:
     if value <= 0:
         raise FairbenchError(f"{where} must be positive, got {value}")

@@ -7,7 +7,6 @@ returns an `ImageDataset`.
 
 from __future__ import annotations
 
-from ..errors import FairbenchError, lookup
 from .base import SPLITS, ImageDataset
 
 DATASETS: dict[str, type] = {}
@@ -19,13 +18,10 @@ def register_dataset(name: str, spec: type) -> None:
 
 def dataset_spec(table: dict):
     """Parse a ``[dataset]`` table into the spec of its `name`."""
-    from ..config import parse_table
+    from ..config import parse_variant
 
     _load_builtin()
-    name = table.get("name")
-    if name is None:
-        raise FairbenchError(f"[dataset] needs a 'name'. Valid: {', '.join(sorted(DATASETS))}.")
-    return parse_table(lookup(DATASETS, name, "dataset"), table, "dataset")
+    return parse_variant(table, DATASETS, key="name", section="dataset", kind="dataset")
 
 
 def load_dataset(table: dict) -> ImageDataset:
@@ -33,14 +29,9 @@ def load_dataset(table: dict) -> ImageDataset:
 
 
 def _load_builtin() -> None:
-    import importlib
+    from ..config import import_optional
 
-    for module in ("fairbench.datasets.digits", "fairbench.datasets.folders"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    import_optional("fairbench.datasets.digits", "fairbench.datasets.folders")
 
 
 __all__ = ["DATASETS", "SPLITS", "ImageDataset", "dataset_spec", "load_dataset", "register_dataset"]

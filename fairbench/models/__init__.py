@@ -104,22 +104,14 @@ def register_model_kind(kind: str, spec: type) -> None:
 
 
 def model_spec(table: dict):
-    from ..config import parse_table
+    from ..config import parse_variant
 
     _load_optional_kinds()
-    kind = table.get("kind")
-    if kind is None:
-        raise FairbenchError(f"[model] needs a 'kind'. Valid: {', '.join(sorted(MODEL_KINDS))}.")
-    return parse_table(lookup(MODEL_KINDS, kind, "model kind"), table, "model")
+    return parse_variant(table, MODEL_KINDS, key="kind", section="model", kind="model kind")
 
 
 def _load_optional_kinds() -> None:
     """Image and text-to-image kinds live in their own modules; import them on first use."""
-    import importlib
+    from ..config import import_optional
 
-    for module in ("fairbench.models.unet", "fairbench.models.text_to_image"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    import_optional("fairbench.models.unet", "fairbench.models.text_to_image")
