@@ -89,12 +89,14 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def record_path(out_dir: Path, record: dict) -> Path:
-    return out_dir / "records" / f"{record['spec_hash'][:16]}.json"
+def record_path(out_dir: Path, key: str) -> Path:
+    """Where the record of the job (or spec) with hash `key` lives."""
+    return Path(out_dir) / "records" / f"{key[:16]}.json"
 
 
-def write_record(out_dir: Path, record: dict, *, path: Path | None = None) -> Path:
-    path = path or record_path(out_dir, record)
+def write_record(out_dir: Path, record: dict) -> Path:
+    """Write atomically under the record's job key (its spec hash when it has none)."""
+    path = record_path(out_dir, record.get("job_key") or record["spec_hash"])
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     return path
 

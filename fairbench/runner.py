@@ -34,7 +34,7 @@ from .methods import METHODS, ClassifierGuidance, resolve_tau
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
-from .records import atomic_write_text, make_record, provenance, read_json, spec_hash, write_record
+from .records import atomic_write_text, make_record, provenance, read_json, record_path, spec_hash, write_record
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
 from .tau_search import TauSearchResult, search_tau
@@ -235,18 +235,14 @@ def _job_lock(out_dir: Path, job: Job):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def record_file(out_dir: Path, job: Job) -> Path:
-    return out_dir / "records" / f"{job.key[:16]}.json"
-
-
 def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[dict, bool]:
     """Run a job unless its record exists; returns (record, whether it was computed now)."""
-    path = record_file(out_dir, job)
+    path = record_path(out_dir, job.key)
     with _job_lock(out_dir, job):
         if path.exists():
             return read_json(path), False
         record = run_cell(job, setup, out_dir, device=device)
-        write_record(out_dir, record, path=path)
+        write_record(out_dir, record)
         return record, True
 
 
