@@ -34,7 +34,7 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .cache import cache_root
+    from .cache import cache_root, without_shipped
     from .config import load_config
     from .runner import choose_device
 
@@ -42,7 +42,8 @@ def _cmd_train(args) -> int:
     spec = config.model_spec()
     if not hasattr(spec, "prepare"):
         raise FairbenchError(f"model kind {spec.kind!r} has nothing to train; `fairbench train` trains the networks of kind 'unet'")
-    prepared = spec.prepare(device=choose_device(args.device), dataset=config.dataset)
+    with without_shipped():  # `train` trains: shipped networks are for runs
+        prepared = spec.prepare(device=choose_device(args.device), dataset=config.dataset)
     print(f"cache: {cache_root()}")
     for key, value in prepared.info.items():
         print(f"{key}: {value}")

@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import artifact, tensor_digest
+from .cache import artifact, shipped_artifact, tensor_digest
 from .classifiers import AttributeJudge, NoiseAwareClassifier
 from .errors import FairbenchError, lookup
 from .noise import sample_seed
@@ -444,7 +444,10 @@ class Trained:
 
 def _cached(kind: str, recipe: dict[str, Any], train: Callable[[Path], dict[str, Any]],
             load: Callable[[Path], nn.Module]) -> Trained:
-    """Load the artifact of `recipe`, training it first (``train(folder) -> metadata``) if absent."""
+    """Load the artifact of `recipe` (shipped with the package, or cached), training it first if absent."""
+    shipped = shipped_artifact(kind, recipe)
+    if shipped is not None:
+        return Trained(load(shipped.directory), shipped.directory, shipped.key, shipped.metadata(), False)
     store = artifact(kind, recipe)
     trained_now = not store.complete
     if trained_now:

@@ -1,0 +1,47 @@
+"""Shipped networks: looked up by recipe key, switched off by `fairbench train` and FAIRBENCH_NETWORKS."""
+
+import pytest
+
+from fairbench.cache import artifact, recipe_key, recorded_artifacts, shipped_artifact, without_shipped
+from fairbench.errors import FairbenchError
+
+RECIPE = {"format": 1, "spec": {"steps": 3}, "data": "abc"}
+
+
+def _ship(root, recipe):
+    store = artifact("judge", recipe, root=root)
+    store.finish({"val_accuracy": {"sensitive": 1.0}})
+    return store
+
+
+def test_shipped_artifact_is_found_by_its_recipe_key_only(tmp_path):
+    store = _ship(tmp_path, RECIPE)
+    found = shipped_artifact("judge", RECIPE, root=tmp_path)
+    assert found is not None and found.key == recipe_key("judge", RECIPE) == store.key
+    assert shipped_artifact("judge", RECIPE | {"data": "abd"}, root=tmp_path) is None  # other data
+    assert shipped_artifact("unet", RECIPE, root=tmp_path) is None  # other kind
+
+
+def test_incomplete_shipped_artifact_is_ignored(tmp_path):
+    artifact("judge", RECIPE, root=tmp_path)  # created, never finished
+    assert shipped_artifact("judge", RECIPE, root=tmp_path) is None
+
+
+def test_training_and_the_environment_switch_shipped_networks_off(tmp_path, monkeypatch):
+    _ship(tmp_path, RECIPE)
+    with without_shipped():
+        assert shipped_artifact("judge", RECIPE, root=tmp_path) is None
+    assert shipped_artifact("judge", RECIPE, root=tmp_path) is not None
+    monkeypatch.setenv("FAIRBENCH_NETWORKS", "cache")
+    assert shipped_artifact("judge", RECIPE, root=tmp_path) is None
+    monkeypatch.setenv("FAIRBENCH_NETWORKS", "nope")
+    with pytest.raises(FairbenchError, match="FAIRBENCH_NETWORKS must be 'shipped' or 'cache', got 'nope'"):
+        shipped_artifact("judge", RECIPE, root=tmp_path)
+
+
+def test_recorder_sees_every_lookup(tmp_path):
+    _ship(tmp_path, RECIPE)
+    with recorded_artifacts() as used:
+        shipped_artifact("judge", RECIPE, root=tmp_path)
+        artifact("unet", RECIPE, root=tmp_path / "cache")
+    assert [(recipe, found.kind) for recipe, found in used] == [(RECIPE, "judge"), (RECIPE, "unet")]
