@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import Config, MethodSpec
 from .errors import FairbenchError
@@ -34,6 +33,7 @@ from .methods import METHODS, ClassifierGuidance, resolve_tau
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
+from .progress import progress
 from .records import atomic_write_text, make_record, provenance, read_json, record_path, spec_hash, write_record
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
@@ -156,7 +156,7 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     requested = requested_values(n, k)
     folder = out_dir / "shards" / job.key[:16]
     paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0
-    bar = tqdm(total=n, desc=f"sampling {job.method.display}", unit="sample", leave=False, disable=None)
+    bar = progress(total=n, desc=f"sampling {job.method.display}", unit="sample")
     for lo in range(0, n, size):
         path = folder / f"{lo // size:05d}.safetensors"
         indices = list(range(lo, min(lo + size, n)))
@@ -270,11 +270,14 @@ def run_local(
 ) -> list[dict]:
     setups = setups or SetupCache(device)
     records = []
+    overall = progress(total=len(jobs), desc="benchmark", unit="job")
     for job in jobs:
         start = time.perf_counter()
         record, computed = execute_job(job, setups(job.config), out_dir, device=device)
         records.append(record)
         _log_record(log, job, record, computed, time.perf_counter() - start)
+        overall.update(1)
+    overall.close()
     return records
 
 
