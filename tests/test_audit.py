@@ -299,3 +299,45 @@ def test_samples_of_another_shape_than_the_real_data_are_refused(tmp_path, real_
     assert main(["audit", str(folder), "--real", str(real_folder), "--out", str(tmp_path / "out")]) == 2
     assert "shape [3, 4, 4]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The public metric functions, on a user's own arrays
+
+
+def test_public_metric_functions_on_arrays_give_known_answers():
+    from scipy.linalg import sqrtm
+    from scipy.stats import norm
+
+    from fairbench.metrics import (
+        FeatureStats,
+        epsilon_fairness,
+        fairness_discrepancy,
+        frechet_distance,
+        kernel_distance,
+        kl_to_uniform,
+        train_synthetic_test_real,
+    )
+
+    rng = np.random.default_rng(0)
+    requested = np.repeat([0, 1], 3000)
+    shifted = rng.normal(size=(6000, 1)) + 2.0 * requested[:, None]
+    estimate = epsilon_fairness(shifted, requested, bootstrap=200)
+    assert estimate.value == pytest.approx(2 * norm.cdf(1.0) - 1, abs=0.04)  # TV of N(0,1) and N(2,1)
+    assert estimate.interval[0] <= estimate.value <= estimate.interval[1]
+    assert epsilon_fairness(rng.normal(size=(6000, 3)), requested, bootstrap=200).value < 0.05  # identical groups
+
+    assert fairness_discrepancy([1.0, 0.0]) == pytest.approx(np.sqrt(0.5))
+    assert kl_to_uniform([1.0, 0.0]) == pytest.approx(np.log(2))
+    assert fairness_discrepancy([0.5, 0.5]) == 0.0 and kl_to_uniform([0.5, 0.5]) == 0.0
+
+    generated, real = rng.normal(size=(500, 4)), rng.normal(size=(400, 4)) * 1.5 + 1.0
+    g_cov, r_cov = np.cov(generated, rowvar=False), np.cov(real, rowvar=False)
+    oracle = np.sum((generated.mean(0) - real.mean(0)) ** 2) + np.trace(g_cov + r_cov - 2 * sqrtm(g_cov @ r_cov).real)
+    assert frechet_distance(FeatureStats.of(generated), FeatureStats.of(real)) == pytest.approx(oracle, rel=1e-6)
+    assert abs(kernel_distance(generated, rng.normal(size=(500, 4)), subsets=10, subset_size=200)) < 0.05
+    assert kernel_distance(generated, real, subsets=10, subset_size=200) > 0.5
+
+    labels = (generated[:, 0] > 0).astype(int)
+    utility = train_synthetic_test_real(generated, labels, real, (real[:, 0] > 0).astype(int), requested[:400] % 2)
+    assert utility.accuracy > 0.95
