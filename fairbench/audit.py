@@ -33,8 +33,12 @@ import torch
 from .cache import tensor_digest
 from .config import MetricsSpec, load_config, parse_table, read_toml
 from .errors import FairbenchError
+from .html_report import write_html
+from .leaderboard import write_leaderboard
+from .metrics.suite import evaluate
 from .models import RealData, Setup
 from .records import make_record, provenance, spec_hash, write_record
+from .runner import check_output
 from .sample_files import SampleFolder, read_sample_file, read_sample_folder
 
 REAL_TABLE = "labels.csv"
@@ -166,8 +170,6 @@ def load_reference(real: str | Path, *, device: str = "cpu") -> Reference:
 
 def audit_record(samples: SampleFolder, reference: Reference, *, label: str, seed: int = 0, device: str = "cpu") -> dict:
     """Measure `samples` against `reference`: a record like a run's (without cost metrics)."""
-    from .metrics.suite import evaluate
-
     if tuple(samples.samples.shape[1:]) != reference.sample_shape:
         raise FairbenchError(
             f"the samples have shape {list(samples.samples.shape[1:])} ({samples.files[0]!r}) but the real data "
@@ -204,9 +206,6 @@ def audit_record(samples: SampleFolder, reference: Reference, *, label: str, see
 
 
 def _write_outputs(directory: Path, record: dict) -> None:
-    from .html_report import write_html
-    from .leaderboard import write_leaderboard
-
     write_record(directory, record)
     write_leaderboard(directory)
     write_html(directory)
@@ -220,8 +219,6 @@ def run_audit(samples: str | Path, real: str | Path, out: str | Path, *, label: 
     (written in a temporary folder beside it, then renamed), an existing one gets the new
     record and a regenerated leaderboard.
     """
-    from .runner import check_output
-
     out = Path(out)
     check_output(out)
     reference = load_reference(real, device=device)

@@ -18,7 +18,7 @@ from .errors import FairbenchError, lookup
 from .methods import AttributeSwitching
 from .models.base import Denoiser, one_hot
 from .noise import STEPS, generators, initial_noise
-from .progress import progress as stage
+from .progress import progress
 from .sampling import _step_kwargs, sample
 from .schedulers import make_scheduler
 
@@ -81,7 +81,7 @@ def reference_search(
     gens = generators(seed, range(batch_size), STEPS)
     kwargs = _step_kwargs(scheduler, gens + [g.clone_state() for g in gens])
     deltas = []
-    bar = stage(total=len(timesteps), desc="tau search (reference)", unit="step")
+    bar = progress(total=len(timesteps), desc="tau search (reference)", unit="step")
     for index, t_tensor in enumerate(scheduler.timesteps):
         t = timesteps[index]
         abar_prev = float(abar[timesteps[index + 1]]) if index + 1 < len(timesteps) else 1.0
@@ -134,7 +134,7 @@ def direct_search(
     evaluated: dict[int, torch.Tensor] = {}
     nfe = 0
     # at most 2 ends + ceil(log2(n - 1)) bisection steps; the stage closes early when fewer are needed
-    bar = stage(total=2 + max(len(candidates) - 2, 1).bit_length(), desc="tau search (direct)", unit="sampling")
+    bar = progress(total=2 + max(len(candidates) - 2, 1).bit_length(), desc="tau search (direct)", unit="sampling")
 
     def mean_difference(position: int) -> torch.Tensor:
         nonlocal nfe

@@ -2,7 +2,6 @@
 metrics exactly; planted unfair and fair sample sets rank the right way; bad folders and tables
 are one error line naming the file, exit 2, nothing written."""
 
-import csv
 import json
 import shutil
 from pathlib import Path
