@@ -39,6 +39,8 @@ def _cmd_audit(args) -> int:
     from .audit import run_audit
     from .runner import choose_device
 
+    if args.seed < 0:
+        raise FairbenchError(f"--seed must be non-negative, got {args.seed}")
     out = Path(args.out) if args.out else Path("results") / f"audit-{Path(args.samples).resolve().name}"
     record = run_audit(args.samples, args.real, out, label=args.label, seed=args.seed, device=choose_device(args.device))
     m = record["metrics"]
