@@ -27,8 +27,25 @@ def _cmd_run(args) -> int:
     configs = load_grid(args.config or DEFAULT_CONFIG)
     out = Path(args.out) if args.out else Path("results") / configs[0].benchmark.name.split("/")[0]
     device = choose_device(args.device)
-    records = run_benchmark(configs, out, device=device, executor=args.executor)
+    records = run_benchmark(configs, out, device=device, executor=args.executor, save_images=args.save_images)
     print(f"{len(records)} records in {out / 'records'}; leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
+    if args.save_images:
+        print(f"samples as files with their tables (input of `fairbench audit`): {out / 'samples'}/<job key>/")
+    print((out / "leaderboard.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def _cmd_audit(args) -> int:
+    from .audit import run_audit
+    from .runner import choose_device
+
+    if args.seed < 0:
+        raise FairbenchError(f"--seed must be non-negative, got {args.seed}")
+    out = Path(args.out) if args.out else Path("results") / f"audit-{Path(args.samples).resolve().name}"
+    record = run_audit(args.samples, args.real, out, label=args.label, seed=args.seed, device=choose_device(args.device))
+    m = record["metrics"]
+    print(f"{record['label']}: epsilon={m['epsilon']:.3f} [{m['epsilon_ci'][0]:.3f}, {m['epsilon_ci'][1]:.3f}]")
+    print(f"record in {out / 'records'}; leaderboard: {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}")
     print((out / "leaderboard.md").read_text(encoding="utf-8"))
     return 0
 
@@ -143,7 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output directory (default: results/<benchmark name>)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--executor", default="local", help="local (default) or ray")
+    run.add_argument("--save-images", action="store_true",
+                     help="also write each job's samples as files with a table under OUT/samples/ (input of `fairbench audit`)")
     run.set_defaults(func=_cmd_run)
+
+    audit = commands.add_parser("audit", help="measure samples made by any generator (a folder of files with a table)")
+    audit.add_argument("samples", help="folder of sample files with samples.csv (file,requested[,final])")
+    audit.add_argument("--real", required=True,
+                       help="benchmark config or [dataset] TOML (real data, judge and metric settings), or a folder with labels.csv")
+    audit.add_argument("--out", help="output directory (default: results/audit-<samples folder name>)")
+    audit.add_argument("--label", help="leaderboard row name (default: the samples folder name)")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the estimators (a run uses its job's seed)")
+    audit.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    audit.set_defaults(func=_cmd_audit)
 
     train = commands.add_parser("train", help="train (or find cached) the networks of a config's image model")
     train.add_argument("config", nargs="?", help="benchmark TOML (default: embedded digits benchmark)")

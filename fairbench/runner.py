@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import Config, MethodSpec
 from .errors import FairbenchError
@@ -34,7 +33,9 @@ from .methods import METHODS, ClassifierGuidance, resolve_tau
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
+from .progress import progress
 from .records import atomic_write_text, make_record, provenance, read_json, record_path, spec_hash, write_record
+from .sample_files import write_sample_folder
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
 from .tau_search import TauSearchResult, search_tau
@@ -156,7 +157,7 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     requested = requested_values(n, k)
     folder = out_dir / "shards" / job.key[:16]
     paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0
-    bar = tqdm(total=n, desc=f"sampling {job.method.display}", unit="sample", leave=False, disable=None)
+    bar = progress(total=n, desc=f"sampling {job.method.display}", unit="sample")
     for lo in range(0, n, size):
         path = folder / f"{lo // size:05d}.safetensors"
         indices = list(range(lo, min(lo + size, n)))
@@ -270,11 +271,14 @@ def run_local(
 ) -> list[dict]:
     setups = setups or SetupCache(device)
     records = []
+    overall = progress(total=len(jobs), desc="benchmark", unit="job")
     for job in jobs:
         start = time.perf_counter()
         record, computed = execute_job(job, setups(job.config), out_dir, device=device)
         records.append(record)
         _log_record(log, job, record, computed, time.perf_counter() - start)
+        overall.update(1)
+    overall.close()
     return records
 
 
@@ -322,9 +326,14 @@ EXECUTORS = {"local": run_local, "ray": run_ray}
 
 
 def run_benchmark(
-    configs: Config | list[Config], out_dir: Path, *, device: str = "cpu", executor: str = "local", log=None
+    configs: Config | list[Config], out_dir: Path, *, device: str = "cpu", executor: str = "local", log=None,
+    save_images: bool = False,
 ) -> list[dict]:
-    """Run every job of the grid (finished ones are reused) and write the leaderboard."""
+    """Run every job of the grid (finished ones are reused) and write the leaderboard.
+
+    `save_images`: also write each job's samples as files with their table under
+    ``samples/<job key>/`` (`fairbench.sample_files`), the input of `fairbench audit`.
+    """
     from .errors import lookup
 
     log = log or (lambda message: print(message, file=sys.stderr))
@@ -341,6 +350,9 @@ def run_benchmark(
     prepare_output(out_dir)
     jobs = plan(configs)
     records = execute(jobs, out_dir, device=device, log=log, setups=setups)
+    if save_images:
+        for job, record in zip(jobs, records):
+            write_job_samples(job, record, setups(job.config), out_dir)
     write_leaderboard(out_dir)
     cells = len(configs) > 1
     write_figures(out_dir, [
@@ -350,6 +362,17 @@ def run_benchmark(
     ])
     write_html(out_dir)
     return records
+
+
+def write_job_samples(job: Job, record: dict, setup: Setup, out_dir: Path) -> Path:
+    """The samples of a finished job as files with their requested and final values."""
+    samples = ShardedSamples.from_folder(out_dir / "shards" / job.key[:16])
+    if samples is None:
+        raise FairbenchError(f"the samples of {record['label']!r} are not in {str(out_dir / 'shards')!r}; run it again")
+    k = setup.model.num_attributes
+    requested = requested_values(len(samples), k)
+    final = build_method(job.method, setup, record["metrics"].get("tau")).final(requested, k)
+    return write_sample_folder(out_dir / "samples" / job.key[:16], samples, requested, final, setup.model.attribute_names)
 
 
 def check_output(out_dir: Path) -> None:

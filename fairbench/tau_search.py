@@ -18,6 +18,7 @@ from .errors import FairbenchError, lookup
 from .methods import AttributeSwitching
 from .models.base import Denoiser, one_hot
 from .noise import STEPS, generators, initial_noise
+from .progress import progress
 from .sampling import _step_kwargs, sample
 from .schedulers import make_scheduler
 
@@ -80,6 +81,7 @@ def reference_search(
     gens = generators(seed, range(batch_size), STEPS)
     kwargs = _step_kwargs(scheduler, gens + [g.clone_state() for g in gens])
     deltas = []
+    bar = progress(total=len(timesteps), desc="tau search (reference)", unit="step")
     for index, t_tensor in enumerate(scheduler.timesteps):
         t = timesteps[index]
         abar_prev = float(abar[timesteps[index + 1]]) if index + 1 < len(timesteps) else 1.0
@@ -88,6 +90,8 @@ def reference_search(
             eps = model.eps(scheduler.scale_model_input(x, t_tensor), t, weights)
         deltas.append(beta * (eps[:batch_size] - eps[batch_size:]).to(torch.float64).cpu())
         x = scheduler.step(eps, t_tensor, x, **kwargs).prev_sample
+        bar.update(1)
+    bar.close()
     # Ascending t: late[j] = sum of delta over the j+1 smallest visited timesteps.
     delta = torch.stack(deltas[::-1])  # [n, B, ...]
     total = delta.sum(0)
@@ -129,6 +133,8 @@ def direct_search(
     transposition[s0], transposition[s1] = s1, s0
     evaluated: dict[int, torch.Tensor] = {}
     nfe = 0
+    # at most 2 ends + ceil(log2(n - 1)) bisection steps; the stage closes early when fewer are needed
+    bar = progress(total=2 + max(len(candidates) - 2, 1).bit_length(), desc="tau search (direct)", unit="sampling")
 
     def mean_difference(position: int) -> torch.Tensor:
         nonlocal nfe
@@ -136,6 +142,7 @@ def direct_search(
         out = sample(model, method, requested, scheduler_name=scheduler_name, steps=steps, seed=seed,
                      batch_size=2 * batch_size, indices=indices, device=device)
         nfe += out.nfe
+        bar.update(1)
         f = features(out.samples).to(torch.float64)
         return f[:batch_size].mean(0) - f[batch_size:].mean(0)
 
@@ -161,6 +168,7 @@ def direct_search(
             else:
                 hi = mid
         best = lo if abs(gap(lo)) <= abs(gap(hi)) else hi
+    bar.close()
     curve = sorted((candidates[p], gap(p)) for p in evaluated)
     return TauSearchResult(candidates[best], "direct", curve, nfe=nfe, wall_s=time.perf_counter() - start)
 

@@ -40,12 +40,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from .cache import artifact, shipped_artifact, tensor_digest
 from .classifiers import AttributeJudge, NoiseAwareClassifier
 from .errors import FairbenchError, lookup
 from .noise import sample_seed
+from .progress import progress
 from .schedulers import BETA_SCHEDULES, make_scheduler
 
 FORMAT_VERSION = 1
@@ -245,7 +245,7 @@ def fit(
     optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     ema = copy.deepcopy(module).requires_grad_(False) if ema_decay is not None else None
     start = load_checkpoint(checkpoint_dir, module, ema, optimizer)
-    with tqdm(total=steps, initial=start, desc=desc, unit="step", disable=None, leave=False) as bar:
+    with progress(total=steps, initial=start, desc=desc, unit="step") as bar:
         for step in range(start, steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * min(1.0, (step + 1) / WARMUP_STEPS)

@@ -4,6 +4,12 @@ The functions live in the submodules (`fairness`, `balance`, `quality`, `utility
 `suite.evaluate` runs them for a run); this table is what `fairbench ls`, `docs/metrics.md`
 (`fairbench.metrics.docs`) and the leaderboards read. Names here are the keys of a record's
 ``metrics``.
+
+The functions are importable from here for samples made anywhere (see docs/audit.md)::
+
+    from fairbench.metrics import epsilon_fairness
+    estimate = epsilon_fairness(features, requested)  # features [N, d], requested [N] codes
+    estimate.value, estimate.interval
 """
 
 from __future__ import annotations
@@ -123,3 +129,27 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("tau_search_s", "wall-clock seconds of the tau search", "lower", "-"),
     ]
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# The public functions, for users' own samples (``from fairbench.metrics import epsilon_fairness``).
+# Imported on first use, so reading `METRICS` (leaderboards, `fairbench ls`) stays light.
+
+_EXPORTS = {
+    "epsilon_fairness": "fairness", "EpsilonEstimate": "fairness",
+    "attribute_distribution": "balance", "fairness_discrepancy": "balance", "kl_to_uniform": "balance",
+    "judged_distribution": "balance", "balance_metrics": "balance",
+    "FeatureStats": "quality", "frechet_distance": "quality", "kernel_distance": "quality", "quality_metrics": "quality",
+    "train_synthetic_test_real": "utility", "UtilityResult": "utility",
+    "FeatureExtractor": "features", "raw_features": "features", "inception_features": "features",
+    "evaluate": "suite", "SuiteOptions": "suite",
+}
+__all__ = ["METRICS", "MetricInfo", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

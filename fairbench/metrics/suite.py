@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import FairbenchError, lookup
+from ..progress import progress
 from .balance import balance_metrics
 from .fairness import epsilon_fairness
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
@@ -121,6 +122,8 @@ def evaluate(
     k = len(names)
     requested = np.asarray(torch.as_tensor(requested).cpu())
 
+    # stages: epsilon, balance (with a judge), quality and utility (with real data)
+    bar = progress(total=1 + (setup.judge is not None) + 2 * (setup.real is not None), desc="measuring", unit="stage")
     features = setup_features(setup, device=device, batch_size=batch)
     sample_features = features(samples).numpy()
     estimate = epsilon_fairness(
@@ -128,21 +131,25 @@ def evaluate(
         bootstrap=options.bootstrap, seed=seed,
     )
     metrics: dict[str, Any] = {"epsilon": estimate.value, "epsilon_ci": list(estimate.interval)}
+    bar.update(1)
 
     if setup.judge is not None:
         log_probs = _batched(setup.judge, samples, device=device, batch_size=batch)
         if log_probs.shape[1] != k:
             raise ValueError(f"the judge returns {log_probs.shape[1]} values per sample, the model has {k}")
         metrics.update(balance_metrics(log_probs, requested, names))
+        bar.update(1)
 
     real = setup.real
     if real is None:
+        bar.close()
         return metrics
     metrics.update(quality_metrics(
         samples, requested, real.samples, quality_extractor(setup, options, device=device),
         value_names=names, backend=options.fid_backend,
         kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size, seed=seed,
     ))
+    bar.update(1)
 
     labels = test_labels = None
     if options.utility_target == "sensitive" and final is not None:
@@ -156,4 +163,5 @@ def evaluate(
             sensitive_names=names,
         )
         metrics.update(result.as_metrics())
+    bar.close()
     return metrics

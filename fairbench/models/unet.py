@@ -172,6 +172,49 @@ class ImageArtifacts:
     info: dict[str, Any] = field(default_factory=dict)  # sources, cache state, held-out accuracies
 
 
+@dataclass
+class LabelledSplits:
+    """A `[dataset]` loaded as labelled train, val and test images."""
+
+    data: Any  # fairbench.datasets.ImageDataset
+    train: Any  # fairbench.train.LabelledImages
+    val: Any
+    test: Any
+    info: dict[str, Any]
+
+
+def labelled_splits(dataset: dict) -> LabelledSplits:
+    """Held-out accuracies use val, real reference data test; one stands in for the other if missing."""
+    from ..datasets import dataset_spec
+    from ..train import LabelledImages
+
+    data_spec = dataset_spec(dataset)
+    data = data_spec.load()
+    target = getattr(data_spec, "target", None)
+    present = [split for split in ("train", "val", "test") if (data.split == split).any()]
+    if "train" not in present or len(present) < 2:
+        raise FairbenchError(f"dataset {data.name!r} needs a train split and a val or test split, has {present}")
+    parts = {split: LabelledImages.from_dataset(data, split, data_spec.attribute, target) for split in present}
+    train, val, test = parts["train"], parts.get("val", parts.get("test")), parts.get("test", parts.get("val"))
+    return LabelledSplits(data, train, val, test, {"dataset": data.name, "attribute": data_spec.attribute, "target": target})
+
+
+def judge_and_real(splits: LabelledSplits, training: JudgeTraining, *, device: str = "cpu") -> tuple[Any, RealData, dict]:
+    """The judge (trained on the train split, or taken from the cache), the real test split, and cache facts.
+
+    The benchmark (`UNetSpec.prepare`) and `fairbench audit` both measure through this, so
+    they use the same judge and the same real data.
+    """
+    from ..classifiers import Judge
+    from ..train import cached_judge
+
+    judge = cached_judge(splits.train, splits.val, training, device=device)
+    test = splits.test
+    real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values)
+    info = {"judge_trained_now": judge.trained_now, "judge_val_accuracy": judge.metadata["val_accuracy"]}
+    return Judge(judge.network, name=f"judge:{splits.data.name}:{judge.key[:12]}"), real, info
+
+
 @dataclass(frozen=True)
 class UNetSpec:
     """``kind = "unet"``; training keys live in ``[model.unet]``, ``[model.judge]``, ``[model.guidance]``."""
@@ -192,9 +235,7 @@ class UNetSpec:
 
     def prepare(self, *, device: str = "cpu", dataset: dict | None = None) -> ImageArtifacts:
         """Load or train (cached) everything this model needs."""
-        from ..classifiers import Judge
-        from ..datasets import dataset_spec
-        from ..train import LabelledImages, cached_guidance, cached_judge, cached_unet
+        from ..train import cached_guidance, cached_unet
 
         if dataset is None:
             if self.path is None:
@@ -205,16 +246,9 @@ class UNetSpec:
             unet, schedule, source = load_unet(self.path, device)
             names = tuple(self.attribute_names or (f"s{a}" for a in range(unet.config.num_class_embeds or 0)))
             return ImageArtifacts(unet, schedule, names, info={"unet": source})
-        data_spec = dataset_spec(dataset)
-        data = data_spec.load()
-        target = getattr(data_spec, "target", None)
-        present = [split for split in ("train", "val", "test") if (data.split == split).any()]
-        if "train" not in present or len(present) < 2:
-            raise FairbenchError(f"dataset {data.name!r} needs a train split and a val or test split, has {present}")
-        parts = {split: LabelledImages.from_dataset(data, split, data_spec.attribute, target) for split in present}
-        # Held-out accuracies on val, real reference data from test; one stands in for the other if missing.
-        train, val, test = parts["train"], parts.get("val", parts.get("test")), parts.get("test", parts.get("val"))
-        info: dict[str, Any] = {"dataset": data.name, "attribute": data_spec.attribute, "target": target}
+        splits = labelled_splits(dataset)
+        data, train, val = splits.data, splits.train, splits.val
+        info: dict[str, Any] = dict(splits.info)
         if self.path is not None:
             unet, schedule, source = load_unet(self.path, device)
             info |= {"unet": source, "unet_trained_now": False}
@@ -227,15 +261,12 @@ class UNetSpec:
             generator = cached_unet(train, self.unet, device=device)
             unet, schedule = generator.network, DEFAULT_SCHEDULE | self.unet.noise_schedule()
             info |= {"unet": str(generator.directory / "unet"), "unet_trained_now": generator.trained_now}
-        judge = cached_judge(train, val, self.judge, device=device)
+        judge, real, judge_info = judge_and_real(splits, self.judge, device=device)
         guidance = cached_guidance(train, val, self.guidance, schedule, device=device)
-        info |= {
-            "judge_trained_now": judge.trained_now, "judge_val_accuracy": judge.metadata["val_accuracy"],
+        info |= judge_info | {
             "guidance_trained_now": guidance.trained_now, "guidance_val_accuracy": guidance.metadata["val_accuracy"],
         }
-        real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values)
-        return ImageArtifacts(unet, schedule, train.sensitive_values, Judge(judge.network, name=f"judge:{data.name}:{judge.key[:12]}"),
-                              guidance.network, real, info)
+        return ImageArtifacts(unet, schedule, train.sensitive_values, judge, guidance.network, real, info)
 
     def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
         prepared = self.prepare(device=device, dataset=dataset)
