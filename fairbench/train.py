@@ -247,11 +247,15 @@ def fit(
     optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     ema = copy.deepcopy(module).requires_grad_(False) if ema_decay is not None else None
     start = load_checkpoint(checkpoint_dir, module, ema, optimizer) if checkpoint_dir is not None else 0
-    with progress(total=steps, initial=start, desc=desc, unit="step") as bar:
+    # Layers that draw from torch's global generator (dropout) get a per-step seed inside a
+    # forked generator: a step's randomness depends on (seed, step) only, so training is
+    # reproducible and a resumed run equals an uninterrupted one; the caller's state is kept.
+    with progress(total=steps, initial=start, desc=desc, unit="step") as bar, torch.random.fork_rng(devices=[]):
         for step in range(start, steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * min(1.0, (step + 1) / WARMUP_STEPS)
             generator = torch.Generator("cpu").manual_seed(sample_seed(seed, step, "train"))
+            torch.manual_seed(sample_seed(seed, step, "train-global"))
             loss = batch_loss(module, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -272,6 +276,17 @@ def fit(
 
 # ---------------------------------------------------------------------------------------------
 # (a) the generator.
+
+
+def initialised(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with its initial weights drawn from `seed`, not from torch's global generator.
+
+    Without this, a network's starting point depended on whatever had drawn from the global
+    generator before it, so two trainings of one recipe started from different weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
 
 
 def build_unet(spec: UNetTraining, sample_shape: tuple[int, int, int], num_classes: int):
@@ -315,7 +330,7 @@ def _noised(x0: torch.Tensor, abar: torch.Tensor, generator: torch.Generator) ->
 def train_unet(data: LabelledImages, spec: UNetTraining, *, device: str, directory: Path):
     """Train (a) into `directory` (checkpoints, then ``unet/``); returns the EMA ``UNet2DModel``."""
     k = data.k
-    unet = build_unet(spec, tuple(data.images.shape[1:]), k + int(spec.null_class)).to(device)
+    unet = initialised(spec.seed, lambda: build_unet(spec, tuple(data.images.shape[1:]), k + int(spec.null_class))).to(device)
     abar = _abar(spec.noise_schedule())
 
     def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
@@ -365,7 +380,8 @@ def train_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTrain
                 directory: Path) -> dict[str, float]:
     """Train (b) into ``directory / "judge"``; returns its accuracies on `held_out`."""
     num_target = len(data.target_values)
-    network = AttributeJudge(data.images.shape[1], data.k, num_target, width=spec.width, feature_dim=spec.feature_dim).to(device)
+    network = initialised(spec.seed, lambda: AttributeJudge(data.images.shape[1], data.k, num_target, width=spec.width,
+                                                             feature_dim=spec.feature_dim)).to(device)
     probabilities = data.stratum_probabilities()
 
     def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
@@ -396,7 +412,7 @@ def fit_guidance_classifier(data: LabelledImages, spec: GuidanceTraining, alphas
     """Fit (c) on `data` (images, or any ``[N, C, H, W]`` tensors such as latents) noised with
     the schedule `alphas_cumprod`: cross-entropy ``-log p_phi(s | x_t, t)`` on stratified
     batches, ``t ~ U{0..T-1}``, by `fit`."""
-    network = NoiseAwareClassifier(data.images.shape[1], data.k, width=spec.width).to(device)
+    network = initialised(spec.seed, lambda: NoiseAwareClassifier(data.images.shape[1], data.k, width=spec.width)).to(device)
     abar = alphas_cumprod.to(torch.float32)
     probabilities = data.stratum_probabilities()
 

@@ -244,3 +244,18 @@ def test_train_command_refuses_a_model_without_training(tmp_path, capsys):
                       '[[methods]]\nname = "conditional"\n')
     assert main(["train", str(config)]) == 2
     assert "nothing to train" in capsys.readouterr().err
+
+
+def test_retraining_a_recipe_gives_the_same_weights_whatever_drew_from_the_global_generator(digits, tmp_path, monkeypatch):
+    # Initial weights come from the recipe's seed: a retrain in another process state (here: a
+    # different global generator state, another cache) reproduces the artifact bit for bit.
+    first = cached_judge(digits["train"], digits["val"], TINY_JUDGE, device="cpu")
+    torch.manual_seed(12345)
+    torch.randn(17)
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "elsewhere"))
+    again = cached_judge(digits["train"], digits["val"], TINY_JUDGE, device="cpu")
+    assert again.trained_now and again.directory != first.directory
+    for name, tensor in first.network.state_dict().items():
+        assert torch.equal(tensor, again.network.state_dict()[name]), name
+    other_seed = cached_judge(digits["train"], digits["val"], dataclasses.replace(TINY_JUDGE, seed=1), device="cpu")
+    assert not all(torch.equal(a, b) for a, b in zip(first.network.state_dict().values(), other_seed.network.state_dict().values()))
