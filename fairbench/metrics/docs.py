@@ -28,14 +28,14 @@ def metrics_markdown() -> str:
         "`fid_features`) are only compared between records that agree on it; leaderboards give each",
         "value its own column (`fid@raw`, `fid@inception-v3`).",
         "",
-        "| metric | formula | better | interval | keyed by | citation |",
-        "|---|---|---|---|---|---|",
+        "| metric | formula | better | interval | keyed by | citation | cannot see |",
+        "|---|---|---|---|---|---|---|",
     ]
     for info in METRICS.values():
         interval = f"`{info.interval}`: {info.interval_method}" if info.interval else "-"
         keyed = f"`{info.keyed_by}`" if info.keyed_by else "-"
         lines.append(
-            f"| `{info.name}` | {_cell(info.formula)} | {BETTER[info.direction]} | {_cell(interval)} | {keyed} | {_cell(info.citation)} |"
+            f"| `{info.name}` | {_cell(info.formula)} | {BETTER[info.direction]} | {_cell(interval)} | {keyed} | {_cell(info.citation)} | {_cell(info.blind_spot) or '-'} |"
         )
     return "\n".join(lines) + "\n"
 

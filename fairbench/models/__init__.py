@@ -23,6 +23,7 @@ class RealData:
     sensitive: torch.Tensor  # [N] sensitive attribute codes
     target: torch.Tensor | None = None  # [N] target attribute codes (utility), if any
     target_values: tuple[str, ...] = ()
+    train: "RealData | None" = None  # the real training split: reference utility and target gap
 
 
 @dataclass
@@ -87,7 +88,8 @@ class GaussianSpec:
         )
         # One fixed draw (seed 0), so every method and seed is compared with the same reference.
         labels = torch.arange(self.n_real) % model.num_attributes
-        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels)
+        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels,
+                        train=RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(1)), sensitive=labels))
         return Setup(
             model=model,
             guidance=model.guidance_classifier(),

@@ -233,7 +233,9 @@ class UNetSpec:
             "judge_trained_now": judge.trained_now, "judge_val_accuracy": judge.metadata["val_accuracy"],
             "guidance_trained_now": guidance.trained_now, "guidance_val_accuracy": guidance.metadata["val_accuracy"],
         }
-        real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values)
+        real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values,
+                        train=RealData(samples=train.images, sensitive=train.sensitive, target=train.target,
+                                       target_values=train.target_values))
         return ImageArtifacts(unet, schedule, train.sensitive_values, Judge(judge.network, name=f"judge:{data.name}:{judge.key[:12]}"),
                               guidance.network, real, info)
 
