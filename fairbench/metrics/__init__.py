@@ -188,12 +188,13 @@ METRICS: dict[str, MetricInfo] = {
         ),
         MetricInfo(
             "utility_accuracy",
-            "accuracy on the held-out real split of a logistic regression for the target attribute trained from "
-            "scratch on the generated samples' raw values (images area-averaged to at most 16 x 16), labelled by the "
-            "target judge",
+            "accuracy on the held-out real split of a 5-nearest-neighbour vote for the target attribute over the "
+            "generated samples' raw values (images area-averaged to at most 16 x 16), labelled by the target judge "
+            "(utility_target = \"sensitive\": by the condition each sample ends with)",
             "higher", _TSTR,
             blind_spot="utility a stronger model would extract; copies of training images (they score as real data); "
-            "judge label noise on generated samples lowers it like poor samples do",
+            "judge label noise on generated samples lowers it like poor samples do; judge-labelled noise scores "
+            "above chance (the labels carry the judge's knowledge), so read it against the controls",
         ),
         MetricInfo(
             "utility_accuracy_real",
