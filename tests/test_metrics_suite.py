@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 import torch
 from fairlearn.metrics import MetricFrame, demographic_parity_difference, equalized_odds_difference
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.neighbors import KNeighborsClassifier
 
 from fairbench.config import parse_config
 from fairbench.errors import FairbenchError
@@ -61,15 +59,21 @@ def test_gaussian_setup_carries_real_data_and_evaluate_gives_raw_fid(setup, gene
     assert real.samples.shape == (2000, 2) and torch.equal(real.sensitive, torch.arange(2000) % 2)
     metrics = evaluate(out.samples, requested, setup, seed=0, config=SuiteOptions(kid_subsets=5))
     assert metrics["fid_features"] == "raw"
-    assert set(metrics["fid_by_group"]) == {"s0", "s1"}
+    assert set(metrics["fid_by_group"]) == set(metrics["kid_by_group"]) == {"s0", "s1"}
+    assert metrics["quality_groups"]["s1"]["real"] == "real images of 's1'"
+    assert metrics["quality_groups"]["s1"]["n_real"] == 1000 and metrics["quality_groups"]["s1"]["n_generated"] == N // 2
     assert "fd" not in metrics and "utility_accuracy" not in metrics  # no judge, no target
     assert _known(metrics) == set()
     # FID recomputed from the raw samples and the real draws.
     expected = frechet_distance(FeatureStats.of(out.samples.numpy()), FeatureStats.of(real.samples.numpy()))
     assert metrics["fid"] == pytest.approx(expected, rel=1e-12)
-    # Conditional sampling with the exact denoiser reproduces the data law: FID near 0, and far
-    # below each group's FID against the whole two-group data.
-    assert metrics["fid"] < 0.1 < min(metrics["fid_by_group"].values())
+    # Conditional sampling with the exact denoiser reproduces the data law: FID near 0, and each
+    # group near 0 against the real images of its own value.
+    assert metrics["fid"] < 0.1 and max(metrics["fid_by_group"].values()) < 0.1
+    # Told that every sample carries the other value, each group is far from its reference.
+    swapped = evaluate(out.samples, requested, setup, seed=0, final=1 - requested, config=SuiteOptions(kid_subsets=5))
+    assert min(swapped["fid_by_group"].values()) > 10 * max(metrics["fid_by_group"].values()) + 0.5
+    assert min(swapped["kid_by_group"].values()) > 10 * max(metrics["kid_by_group"].values())
 
 
 def test_evaluate_with_a_judge_and_labels_matches_direct_computations(setup, generated):
@@ -83,10 +87,23 @@ def test_evaluate_with_a_judge_and_labels_matches_direct_computations(setup, gen
     metrics = evaluate(out.samples, requested, with_judges, seed=0, config=SuiteOptions(kid_subsets=5))
     labels = (out.samples[:, 0] > 0).long().numpy()
     p = np.bincount(labels, minlength=2) / N
-    assert metrics["fd"] == pytest.approx(np.linalg.norm(p - 0.5), abs=1e-12)
-    assert metrics["judged_distribution"]["s0"] == pytest.approx(list(np.bincount(labels[requested.numpy() == 0], minlength=2) / (N / 2)))
-    # Utility: a logistic regression on the judge-labelled samples, tested on the real draws.
-    pred = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(out.samples.numpy(), labels).predict(real.samples.numpy())
+    groups = [np.bincount(labels[requested.numpy() == a], minlength=2) / (N / 2) for a in (0, 1)]
+    assert metrics["fd_pooled"] == pytest.approx(np.linalg.norm(p - 0.5), abs=1e-12)
+    assert metrics["fd"] == pytest.approx(max(np.linalg.norm(g - 0.5) for g in groups), abs=1e-12)
+    assert metrics["judged_distribution"]["s0"] == pytest.approx(list(groups[0]))
+    # The judge's error, measured on the real draws, and the corrected proportions.
+    real_labels = (real.samples[:, 0] > 0).long().numpy()
+    accuracy = [np.mean(real_labels[real.sensitive.numpy() == a] == a) for a in (0, 1)]
+    assert metrics["judge_accuracy_by_class"] == pytest.approx({"s0": accuracy[0], "s1": accuracy[1]}, abs=1e-12)
+    q1 = (groups[0][1] - (1 - accuracy[0])) / (accuracy[0] + accuracy[1] - 1)  # CLEAM's binary point estimate
+    assert metrics["judged_distribution_corrected"]["s0"][1] == pytest.approx(min(max(q1, 0.0), 1.0), abs=1e-9)
+    # Bias inheritance with the judge as target judge: the target is the sensitive value itself.
+    assert metrics["target_gap"] == pytest.approx(abs(groups[0][1] - groups[1][1]), abs=1e-12)
+    low, high = metrics["target_gap_ci"]
+    assert low <= metrics["target_gap"] <= high
+    assert metrics["target_gap_heldout"] == pytest.approx(1.0)  # real target == real sensitive value
+    # Utility: a 5-nearest-neighbour vote over the judge-labelled samples, tested on the real draws.
+    pred = KNeighborsClassifier(5).fit(out.samples.numpy(), labels).predict(real.samples.numpy())
     y, s = real.sensitive.numpy(), real.sensitive.numpy()
     assert metrics["utility_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
     by_group = MetricFrame(metrics=accuracy_score, y_true=y, y_pred=pred, sensitive_features=s).by_group
@@ -97,8 +114,13 @@ def test_evaluate_with_a_judge_and_labels_matches_direct_computations(setup, gen
     # utility_target = "sensitive": labels are the samples' final condition instead of a judge.
     by_condition = evaluate(out.samples, requested, setup, seed=0, final=out.final,
                             config=SuiteOptions(kid_subsets=5, utility_target="sensitive"))
-    pred = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(out.samples.numpy(), out.final.numpy()).predict(real.samples.numpy())
+    pred = KNeighborsClassifier(5).fit(out.samples.numpy(), out.final.numpy()).predict(real.samples.numpy())
     assert by_condition["utility_accuracy"] == pytest.approx(accuracy_score(y, pred), abs=1e-12)
+    # The reference: the same vote over the real training draws (a second draw of the data law).
+    train = setup.real.train
+    reference = KNeighborsClassifier(5).fit(train.samples.numpy(), train.sensitive.numpy()).predict(real.samples.numpy())
+    assert by_condition["utility_accuracy_real"] == pytest.approx(accuracy_score(y, reference), abs=1e-12)
+    assert by_condition["utility_fraction"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_bad_options_are_refused_with_a_suggestion(setup, generated):
@@ -179,6 +201,9 @@ def test_every_metric_has_formula_direction_citation_and_the_doc_is_up_to_date()
     for info in METRICS.values():
         assert info.formula and info.citation and info.direction in ("lower", "higher", "none")
         assert info.interval is None or info.interval_method
+    for name in ("fd", "kl_uniform", "fd_pooled", "fd_corrected", "target_gap", "fid", "fid_by_group", "kid",
+                 "kid_by_group", "utility_accuracy", "utility_fraction", "utility_dp_difference", "utility_eo_difference"):
+        assert METRICS[name].blind_spot, f"{name} must say what it cannot see"
     assert (REPO / "docs" / "metrics.md").read_text(encoding="utf-8") == metrics_markdown(), (
         "docs/metrics.md is stale: run python -m fairbench.metrics.docs"
     )
