@@ -207,3 +207,37 @@ def test_every_metric_has_formula_direction_citation_and_the_doc_is_up_to_date()
     assert (REPO / "docs" / "metrics.md").read_text(encoding="utf-8") == metrics_markdown(), (
         "docs/metrics.md is stale: run python -m fairbench.metrics.docs"
     )
+
+
+def test_planted_controls_rank_as_they_should_on_the_leaderboard(setup):
+    """An unfair method (each request obeyed), a fair-by-construction one (each sample's condition
+    drawn uniformly) and noise samples: conditional is worst on per-group balance though pooled
+    balance cannot tell, the fair sampler is balanced, noise is worst on utility."""
+    judge = _judge()
+    real = setup.real
+    judged = dataclasses.replace(setup, judge=judge)
+    options = SuiteOptions(kid_subsets=5, bootstrap=50, utility_target="sensitive")
+    requested = torch.arange(N) % 2
+    drawn = torch.from_numpy(np.random.default_rng(0).integers(0, 2, size=N))
+    unfair = sample(setup.model, Conditional(), requested, scheduler_name="ddim", steps=10, seed=0, batch_size=N)
+    fair = sample(setup.model, Conditional(), drawn, scheduler_name="ddim", steps=10, seed=0, batch_size=N)
+    noise = torch.randn(N, 2, generator=torch.Generator().manual_seed(0), dtype=real.samples.dtype) * 2.0
+    runs = {"unfair": (unfair.samples, requested), "fair": (fair.samples, drawn), "noise": (noise, requested)}
+    records = [
+        {"label": label, "spec": {"benchmark": "b", "seed": 0, "method_index": i},
+         "metrics": evaluate(samples, requested, judged, seed=0, final=final, config=options)}
+        for i, (label, (samples, final)) in enumerate(runs.items())
+    ]
+    rows = leaderboard_frame(records).set_index("method")
+    assert rows["fd_mean"].idxmax() == "unfair" and rows["fd_corrected_mean"].idxmax() == "unfair"
+    assert rows.loc["fair", "fd_mean"] < 0.1 < 0.4 < rows.loc["unfair", "fd_mean"]
+    assert rows.loc["unfair", "fd_pooled_mean"] < 0.1  # pooled: the unfair method looks balanced
+    assert rows["utility_accuracy_mean"].idxmin() == "noise"
+    # Chance, up to the noise of a neighbour vote over 400 points: the real test points near one
+    # noise sample share its label, so the accuracy varies more than a binomial over 2000.
+    assert rows.loc["noise", "utility_accuracy_mean"] == pytest.approx(0.5, abs=0.1)
+    assert rows.loc["fair", "utility_fraction_mean"] == pytest.approx(1.0, abs=0.06)
+    assert METRICS["fd"].direction == METRICS["target_gap"].direction == "lower"
+    assert METRICS["utility_fraction"].direction == "higher" and METRICS["fd_pooled"].direction == "none"
+    table = markdown_table(leaderboard_frame(records))
+    assert " fd ↓ |" in table and " utility_fraction ↑ |" in table and " target_gap" not in table
