@@ -241,3 +241,68 @@ def test_planted_controls_rank_as_they_should_on_the_leaderboard(setup):
     assert METRICS["utility_fraction"].direction == "higher" and METRICS["fd_pooled"].direction == "none"
     table = markdown_table(leaderboard_frame(records))
     assert " fd ↓ |" in table and " utility_fraction ↑ |" in table and " target_gap" not in table
+
+
+@pytest.fixture(scope="module")
+def digits_setup():
+    """The suite on sklearn's real digits (bias 0.8 split), with logistic-regression judges for stroke
+    and digit standing in for the CNN judge, and raw pixels as features."""
+    from types import SimpleNamespace
+
+    from sklearn.linear_model import LogisticRegression
+
+    from fairbench.datasets import dataset_spec
+
+    data = dataset_spec({"name": "digits", "attribute": "stroke", "target": "digit", "bias": 0.8, "seed": 0}).load()
+    parts = {split: data.subset(split) for split in ("train", "val", "test")}
+    images = {k: p.images().to(torch.float64) for k, p in parts.items()}
+    stroke = {k: p.labels("stroke") for k, p in parts.items()}
+    digit = {k: p.labels("digit") for k, p in parts.items()}
+    flat = lambda x: x.reshape(len(x), -1).numpy()  # noqa: E731
+    both = np.r_[flat(images["train"]), flat(images["val"])]
+
+    def judge_of(labels):
+        fitted = LogisticRegression(max_iter=3000).fit(both, np.r_[labels["train"], labels["val"]])
+        return lambda x: torch.from_numpy(fitted.predict_log_proba(flat(x)))
+
+    real = RealData(samples=images["test"], sensitive=stroke["test"], target=digit["test"], target_values=tuple("0123456789"),
+                    train=RealData(samples=images["train"], sensitive=stroke["train"], target=digit["train"]))
+    model = SimpleNamespace(attribute_names=("light", "heavy"), sample_shape=(1, 8, 8))
+    from fairbench.models import Setup
+    setup = Setup(model=model, real=real, judge=judge_of(stroke), target_judge=judge_of(digit))
+    return setup, images, stroke
+
+
+def test_digits_controls_unfair_real_split_fair_split_and_noise(digits_setup):
+    """Real biased training images requested by their own stroke behave like conditional sampling
+    of a perfect generator: worst balance, the training split's target gap. Held-out images with
+    a stroke drawn at random (fair by construction): balanced, small gap. Noise: worst utility."""
+    setup, images, stroke = digits_setup
+    rng = np.random.default_rng(0)
+    options = SuiteOptions(kid_subsets=5, bootstrap=100, fid_features="raw")
+    n = len(images["train"])
+    noise = torch.from_numpy(rng.uniform(-1, 1, size=(n, 1, 8, 8)))
+    held_out = torch.cat([images["val"], images["test"]])
+    runs = {
+        "unfair": (images["train"], stroke["train"]),
+        "fair": (held_out, torch.from_numpy(rng.integers(0, 2, size=len(held_out)))),
+        "noise": (noise, torch.arange(n) % 2),
+    }
+    out = {label: evaluate(x, requested, setup, seed=0, config=options) for label, (x, requested) in runs.items()}
+    # The judge errs on real strokes (about 0.85 per class), so the unfair control's groups read
+    # about 0.85 / 0.15 rather than 1 / 0 (noise, all judged one stroke, is no balance control).
+    assert out["unfair"]["fd"] > 0.4 > 0.1 > out["fair"]["fd"]
+    assert out["unfair"]["fd_corrected"] > out["unfair"]["fd"] and out["unfair"]["fd_pooled"] < 0.1
+    assert out["unfair"]["target_gap"] == pytest.approx(out["unfair"]["target_gap_train"], abs=0.1)
+    assert out["unfair"]["target_gap_ci"][0] > out["fair"]["target_gap_ci"][1]
+    assert out["fair"]["target_gap"] < 0.2 and out["unfair"]["target_gap_train"] > 0.5 > out["unfair"]["target_gap_heldout"]
+    # The fair control's gap is the sampling floor of its group sizes, which the null reference estimates.
+    assert out["fair"]["target_gap_null"] == pytest.approx(out["fair"]["target_gap"], abs=0.07)
+    assert out["unfair"]["target_gap"] > 3 * out["unfair"]["target_gap_null"]
+    assert min(out, key=lambda k: out[k]["utility_accuracy"]) == "noise"
+    assert out["fair"]["utility_fraction"] > 0.9 and out["noise"]["utility_fraction"] < 0.7
+    # 64 raw features and at least 128 real test images per stroke: just enough for a per-group FID.
+    assert min(g["n_real"] for g in out["fair"]["quality_groups"].values()) >= 128
+    assert out["noise"]["fid_by_group"]["light"] > 10 * out["fair"]["fid_by_group"]["light"]
+    assert out["noise"]["kid_by_group"]["light"] > 10 * out["fair"]["kid_by_group"]["light"]
+    assert all(0.5 < a <= 1.0 for a in out["fair"]["judge_accuracy_by_class"].values())
