@@ -289,8 +289,8 @@ def test_digits_controls_unfair_real_split_fair_split_and_noise(digits_setup):
         "noise": (noise, torch.arange(n) % 2),
     }
     out = {label: evaluate(x, requested, setup, seed=0, config=options) for label, (x, requested) in runs.items()}
-    # The judge errs on real strokes (about 0.85 per class), so the unfair control's groups read
-    # about 0.85 / 0.15 rather than 1 / 0 (noise, all judged one stroke, is no balance control).
+    # The judge errs on some real strokes, so the unfair control's groups read a little short of
+    # 1 / 0 and the correction moves them back (noise, all judged one stroke, is no balance control).
     assert out["unfair"]["fd"] > 0.4 > 0.1 > out["fair"]["fd"]
     assert out["unfair"]["fd_corrected"] > out["unfair"]["fd"] and out["unfair"]["fd_pooled"] < 0.1
     assert out["unfair"]["target_gap"] == pytest.approx(out["unfair"]["target_gap_train"], abs=0.1)
