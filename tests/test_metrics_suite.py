@@ -62,7 +62,15 @@ def test_gaussian_setup_carries_real_data_and_evaluate_gives_raw_fid(setup, gene
     assert set(metrics["fid_by_group"]) == set(metrics["kid_by_group"]) == {"s0", "s1"}
     assert metrics["quality_groups"]["s1"]["real"] == "real images of 's1'"
     assert metrics["quality_groups"]["s1"]["n_real"] == 1000 and metrics["quality_groups"]["s1"]["n_generated"] == N // 2
-    assert "fd" not in metrics and "utility_accuracy" not in metrics  # no judge, no target
+    assert "utility_accuracy" not in metrics and "target_gap" not in metrics  # no target
+    # The Bayes judge errs where the values overlap: per class Phi(|mu_1 - mu_0| / (2 std)) = Phi(1).
+    for accuracy in metrics["judge_accuracy_by_class"].values():
+        assert accuracy == pytest.approx(0.8413, abs=0.03)
+    # Conditional sampling with the exact denoiser: each group holds one value, which the judge
+    # reads as roughly 0.84 / 0.16 (10 DDIM steps change the spread a little), and the
+    # correction for the judge's measured error puts it back near 1 / 0.
+    assert 0.4 < metrics["fd"] < metrics["fd_corrected"] - 0.1
+    assert metrics["fd_corrected"] == pytest.approx(np.sqrt(0.5), abs=0.06)
     assert _known(metrics) == set()
     # FID recomputed from the raw samples and the real draws.
     expected = frechet_distance(FeatureStats.of(out.samples.numpy()), FeatureStats.of(real.samples.numpy()))

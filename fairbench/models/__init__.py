@@ -95,7 +95,16 @@ class GaussianSpec:
             guidance=model.guidance_classifier(),
             exact_metrics=lambda **kw: exact_run_metrics(model, **kw),
             real=real,
+            judge=lambda x: bayes_judge(model, x),
         )
+
+
+def bayes_judge(model, x: torch.Tensor) -> torch.Tensor:
+    """The Gaussian model's judge: the exact posterior of clean data under a uniform prior,
+    ``log p(a | x) = log_softmax_a(-||x - mu_a||^2 / (2 std^2))`` (the Bayes classifier; it errs
+    where the values overlap, as a trained judge would)."""
+    means = model.means.to(x)
+    return torch.log_softmax(-0.5 * ((x[:, None, :] - means[None]) ** 2).sum(-1) / model.std**2, dim=1)
 
 
 MODEL_KINDS: dict[str, type] = {"gaussian": GaussianSpec}
