@@ -5,7 +5,7 @@ they are measured against (`--real`) is one of:
 
 - a benchmark config (TOML with ``[model]``): its real data, judge and ``[metrics]`` settings,
   exactly those a `fairbench run` of that config measures with (kind ``gaussian``: its real
-  draws, no judge; kind ``unet`` with a ``[dataset]``: the judge trained on the train split
+  draws and its exact posterior as judge; kind ``unet`` with a ``[dataset]``: the judge trained on the train split
   with ``[model.judge]``'s settings, or taken from the cache, and the real test split);
 - a TOML with only a ``[dataset]`` table (any layout of docs/datasets.md) and optionally
   ``[metrics]``: as above with the default judge settings;
@@ -93,7 +93,8 @@ def _config_reference(path: Path, device: str) -> Reference:
         built = spec.build(device=device)
         names = tuple(built.model.attribute_names)
         shape = tuple(built.model.sample_shape)
-        setup = Setup(model=AuditedModel(names, shape), features=built.features, feature_name=built.feature_name, real=built.real)
+        setup = Setup(model=AuditedModel(names, shape), features=built.features, feature_name=built.feature_name, real=built.real,
+                      judge=built.judge, target_judge=built.target_judge)
         return Reference(names, shape, setup, config.metrics, description)
     if spec.kind == "unet" and config.dataset is not None:
         return _image_reference(config.dataset, spec.judge, config.metrics, description, device)

@@ -194,3 +194,45 @@ def test_a_broken_state_dict_is_refused_with_its_path(tmp_path):
     (tmp_path / STATE_DICT_FILES[0]).write_bytes(b"not a state dict")
     with pytest.raises(FairbenchError, match="is not the pytorch-fid Inception-v3 state dict"):
         inception_features(search=[tmp_path])
+
+
+def _two_values(rng, n: int, dim: int = 3):
+    """Real data of two sensitive values 3 units apart in the first coordinate, labels 0/1."""
+    labels = np.arange(n) % 2
+    return torch.from_numpy(rng.normal(size=(n, dim)) + np.outer(labels, [3.0] + [0.0] * (dim - 1))), labels
+
+
+@pytest.mark.parametrize("backend", ["clean-fid", "torchmetrics"])
+def test_each_group_is_compared_with_the_real_images_of_the_value_it_carries(backend):
+    rng = np.random.default_rng(5)
+    real, real_labels = _two_values(rng, 600)
+    generated, carried = _two_values(rng, 400)  # a second draw of the same two values
+    kwargs = dict(value_names=["a", "b"], kid_subsets=3, kid_subset_size=1000, seed=0, backend=backend,
+                  real_labels=real_labels)
+    right = quality_metrics(generated, carried, real, raw_features(), carried=carried, **kwargs)
+    # Planted wrong value: every sample claims to carry the other value.
+    wrong = quality_metrics(generated, carried, real, raw_features(), carried=1 - carried, **kwargs)
+    for name in ("a", "b"):
+        # Real vs real of the same value: sampling error only (its mean term alone is about
+        # d (1/n_g + 1/n_r) = 0.025, the covariance term a few times that), far from the 9 below.
+        assert right["fid_by_group"][name] < 0.3
+        assert wrong["fid_by_group"][name] > 8.0  # ||3 e_1||^2 = 9 apart in the mean
+        assert wrong["kid_by_group"][name] > 50 * abs(right["kid_by_group"][name])
+        assert right["quality_groups"][name]["real"] == f"real images of {name!r}"
+        assert right["quality_groups"][name]["n_real"] == 300 and right["quality_groups"][name]["n_generated"] == 200
+    fg, fr = generated.numpy(), real.numpy()
+    group, reference = fg[carried == 1], fr[real_labels == 1]
+    direct = _closed_form_fid(group.mean(0), np.cov(group, rowvar=False), reference.mean(0), np.cov(reference, rowvar=False))
+    assert right["fid_by_group"]["b"] == pytest.approx(direct, rel=1e-3)
+
+
+def test_a_group_with_too_few_images_for_the_feature_dimension_gets_no_fid_and_says_why():
+    rng = np.random.default_rng(6)
+    real, real_labels = _two_values(rng, 60, dim=20)  # 30 real images per value, 20 dimensions: needs 40
+    generated, carried = _two_values(rng, 200, dim=20)
+    out = quality_metrics(generated, carried, real, raw_features(), value_names=["a", "b"], kid_subsets=3,
+                          carried=carried, real_labels=real_labels)
+    assert out["fid_by_group"] == {"a": None, "b": None}
+    assert "30 images on one side for 20 feature dimensions (needs 40)" in out["quality_groups"]["a"]["fid"]
+    assert all(np.isfinite(v) for v in out["kid_by_group"].values())  # KID is still given
+    assert np.isfinite(out["fid"])  # 60 real images overall: enough

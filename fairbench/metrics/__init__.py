@@ -29,6 +29,7 @@ class MetricInfo:
     # A metric only comparable between records that agree on this other record field (e.g.
     # FIDs with the same feature extractor): leaderboards give each value of it its own column.
     keyed_by: str | None = None
+    blind_spot: str = ""  # what the measurement cannot see
 
 
 _FID_CITATION = "Heusel et al. 2017, GANs trained by a two time-scale update rule converge to a local Nash equilibrium (NeurIPS)"
@@ -51,15 +52,36 @@ METRICS: dict[str, MetricInfo] = {
                    "lower", "METHOD.md, analytic Gaussian model"),
         MetricInfo(
             "fd",
-            "|| p - u ||_2 with p_j = (1/N) sum_i 1[argmax_c judge(x_i)_c = j] over all N samples and u_j = 1/k",
+            "max over requested groups g of || p_g - u ||_2, p_g(j) = fraction of group g's samples the judge labels j "
+            "(argmax), u the target distribution (uniform, u_j = 1/k, unless `balance_target` is set); the L2 form of "
+            "Choi et al. 2020 (other papers use L1, squared L2 or L2/k: not comparable)",
             "lower",
             "Choi et al. 2020, Fair generative modeling via weak supervision (ICML)",
+            blind_spot="only the judged sensitive attribute (not the target, not anything the judge does not read); "
+            "judge errors move it (see fd_corrected); the plug-in norm of a finite group is biased upward, by about "
+            "sqrt((k-1)/(k n)) for a group of n samples drawn exactly from u",
         ),
         MetricInfo(
             "kl_uniform",
-            "KL(p || u) = sum_j p_j log(k p_j) (0 log 0 = 0), p the judged attribute distribution over all samples",
+            "max over requested groups g of KL(p_g || u) = sum_j p_g(j) log(p_g(j) / u_j) (0 log 0 = 0)",
             "lower",
             "Zhang et al. 2023, ITI-GEN: Inclusive text-to-image generation (ICCV)",
+            blind_spot="as fd; infinite where a group puts mass on a value the target excludes",
+        ),
+        MetricInfo(
+            "fd_worst_group", "the requested group whose judged distribution gives fd", "none", "-",
+        ),
+        MetricInfo(
+            "fd_pooled",
+            "|| p - u ||_2 with p the judged distribution of all samples pooled over the requested groups",
+            "none",
+            "Choi et al. 2020 (as they report it, over all samples)",
+            blind_spot="over a balanced request every method pools to balance, the unfair reference included: "
+            "it cannot rank methods that condition on a request, and is kept for comparison with papers only",
+        ),
+        MetricInfo(
+            "kl_uniform_pooled", "KL(p || u) with p the judged distribution of all samples pooled", "none",
+            "Zhang et al. 2023 (ITI-GEN)", blind_spot="as fd_pooled",
         ),
         MetricInfo(
             "judged_distribution",
@@ -68,15 +90,89 @@ METRICS: dict[str, MetricInfo] = {
             "Choi et al. 2020 (attribute balance); judge: fairbench",
         ),
         MetricInfo(
+            "judge_accuracy_by_class",
+            "per sensitive value i: C[i, i], C[i, j] = P(judge labels j | true value i) on the held-out real split",
+            "none",
+            "Teo et al. 2023, On measuring fairness in generative models (NeurIPS)",
+            blind_spot="the judge's error on generated samples, which can differ from its error on real ones",
+        ),
+        MetricInfo(
+            "judged_distribution_corrected",
+            "per requested value: the q on the simplex that solves C^T q = p_judged (least squares, then Euclidean "
+            "projection onto the simplex); for k = 2 the CLEAM point estimate q_1 = (p_1 - (1 - a_0)) / (a_0 + a_1 - 1)",
+            "none",
+            "Teo et al. 2023 (CLEAM point estimate); Lipton, Wang & Smola 2018, Detecting and correcting for label "
+            "shift with black box predictors (ICML)",
+            blind_spot="assumes the judge errs on generated samples as on real ones (class-conditional error "
+            "unchanged); meaningless for a judge near chance",
+        ),
+        MetricInfo(
+            "fd_corrected",
+            "fd computed on judged_distribution_corrected (the worst requested group after correcting for the judge's error)",
+            "lower",
+            "Choi et al. 2020; correction: Teo et al. 2023",
+            blind_spot="as fd and judged_distribution_corrected",
+        ),
+        MetricInfo(
+            "target_distribution_by_requested",
+            "per requested value: fraction of its samples the target judge labels y (argmax), for every target value y",
+            "none", "fairbench (bias inheritance)",
+        ),
+        MetricInfo(
+            "target_distribution_by_final",
+            "per final value (the one each sample ends with): the judged target distribution of those samples",
+            "none", "fairbench (bias inheritance)",
+        ),
+        MetricInfo(
+            "target_gap",
+            "max over pairs of groups (g, h), groups by requested value and by final value, of "
+            "TV(r_g, r_h) = 1/2 sum_y |r_g(y) - r_h(y)|, r_g the judged target distribution of group g",
+            "lower",
+            "fairbench; the biased-train setting of Choi et al. 2020",
+            interval="target_gap_ci",
+            interval_method="percentile bootstrap: each group's labels resampled (multinomial, group sizes kept)",
+            blind_spot="only the target labels' marginal per group (not how the images of a value look); the "
+            "plug-in TV of finite groups is biased upward, about sqrt(m / (2 pi n)) for m target values and groups "
+            "of n from one distribution (compare with target_gap_null); target judge errors",
+        ),
+        MetricInfo(
+            "target_gap_null",
+            "mean target_gap over 200 shuffles of the target labels across the groups (sizes kept): the value "
+            "of no dependence at this record's group sizes",
+            "none", "fairbench (permutation reference)",
+        ),
+        MetricInfo(
+            "target_gap_train",
+            "target_gap of the real training split: true target labels grouped by the real sensitive value "
+            "(the bias a generator can inherit)",
+            "none", "fairbench",
+        ),
+        MetricInfo(
+            "target_gap_heldout",
+            "target_gap of the unbiased held-out real split (true labels, grouped by the real sensitive value): "
+            "what 'no inherited bias' looks like (the digits splits are stratified, so it sits below the sampling "
+            "floor of generated groups: see target_gap_null)",
+            "none", "fairbench",
+        ),
+        MetricInfo(
+            "target_judge_accuracy",
+            "accuracy of the target judge (argmax) on the held-out real split",
+            "none", "-",
+        ),
+        MetricInfo(
             "fid",
             "||mu_g - mu_r||^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2)) of generated (g) and real (r) feature "
             "means and covariances, all samples against all real data",
             "lower", _FID_CITATION, keyed_by="fid_features",
+            blind_spot="anything the feature extractor does not encode; which group a sample belongs to; biased "
+            "upward at small sample sizes",
         ),
         MetricInfo(
             "fid_by_group",
-            "per requested value: the FID of its samples against all real data",
+            "per sensitive value a: the FID of the samples meant to carry a (their final value) against the real "
+            "images of a; None (reason in quality_groups) when a side has fewer than 2 D images, D the feature dimension",
             "lower", _FID_CITATION, keyed_by="fid_features",
+            blind_spot="whether the samples carry a (that is balance's job); as fid",
         ),
         MetricInfo(
             "kid",
@@ -84,6 +180,19 @@ METRICS: dict[str, MetricInfo] = {
             "mean over random subsets of m = min(n_g, n_r, subset size) of each",
             "lower",
             "Binkowski et al. 2018, Demystifying MMD GANs (ICLR)", keyed_by="fid_features",
+            blind_spot="anything the feature extractor does not encode",
+        ),
+        MetricInfo(
+            "kid_by_group",
+            "per sensitive value a: the KID of the samples meant to carry a against the real images of a",
+            "lower", "Binkowski et al. 2018", keyed_by="fid_features",
+            blind_spot="as fid_by_group; unbiased, so it stays meaningful where fid_by_group is not computed",
+        ),
+        MetricInfo(
+            "quality_groups",
+            "per group of fid_by_group: which samples and which real images it compares, their counts, and why "
+            "a FID was not computed",
+            "none", "-",
         ),
         MetricInfo(
             "fid_features",
@@ -92,9 +201,25 @@ METRICS: dict[str, MetricInfo] = {
         ),
         MetricInfo(
             "utility_accuracy",
-            "accuracy on real held-out data of a logistic regression for the target attribute trained on "
-            "generated samples labelled by the target judge",
+            "accuracy on the held-out real split of a 5-nearest-neighbour vote for the target attribute over the "
+            "generated samples' raw values (images area-averaged to at most 16 x 16), labelled by the target judge "
+            "(utility_target = \"sensitive\": by the condition each sample ends with)",
             "higher", _TSTR,
+            blind_spot="utility a stronger model would extract; copies of training images (they score as real data); "
+            "judge label noise on generated samples lowers it like poor samples do; judge-labelled noise scores "
+            "above chance (the labels carry the judge's knowledge), so read it against the controls",
+        ),
+        MetricInfo(
+            "utility_accuracy_real",
+            "utility_accuracy of the same classifier trained on the real training split (true labels)",
+            "none", _TSTR,
+        ),
+        MetricInfo(
+            "utility_fraction",
+            "utility_accuracy / utility_accuracy_real: the share of real data's utility the samples give",
+            "higher", _TSTR,
+            blind_spot="as utility_accuracy; the real reference trains on the biased training split, so a fair "
+            "method can exceed 1",
         ),
         MetricInfo(
             "utility_accuracy_by_group",
@@ -106,12 +231,14 @@ METRICS: dict[str, MetricInfo] = {
             "max over target classes c of max_g P(yhat = c | s = g) - min_g P(yhat = c | s = g) on real data "
             "(one-vs-rest; fairlearn demographic_parity_difference per class)",
             "lower", "demographic parity; fairlearn (Weerts et al. 2023)",
+            blind_spot="part of it is the real test data's own dependence between target and sensitive value",
         ),
         MetricInfo(
             "utility_eo_difference",
             "max over target classes c of max(TPR gap, FPR gap) across real sensitive groups of the "
             "one-vs-rest prediction of c (fairlearn equalized_odds_difference per class)",
             "lower", "Hardt, Price & Srebro 2016, Equality of opportunity in supervised learning (NeurIPS); fairlearn",
+            blind_spot="noisy with few real test images per (class, group) cell",
         ),
         MetricInfo("nfe_per_sample", "model evaluations per generated sample", "lower", "-"),
         MetricInfo("wall_s", "wall-clock seconds of sampling (tau search excluded)", "lower", "-"),

@@ -10,8 +10,18 @@ Two backends compute the same quantities on the same features (`features.Feature
   extractor as their custom feature module (a cross-check; it runs the extractor once per
   generated group and once more for KID).
 
-``fid_by_group`` is each requested group's samples against *all* real data: the quality of
-each group as data of the domain, so a fair method is not charged for leaving its request.
+Per group (``fid_by_group``, ``kid_by_group``): the samples meant to carry sensitive value a
+(their `final` value: the requested one, or the one a switch ends with) against the real
+images of value a, so the number reads as "how good are the images of a". Against all real
+data it would mostly measure that the group is one part of the domain. The record's
+``quality_groups`` says, per group, which real value it is compared with and how many
+images each side holds. Where a side holds fewer than ``MIN_ROWS_PER_DIM * D`` images (D the
+feature dimension) the group's FID is None with the reason in ``quality_groups``: the
+covariance of so few rows is dominated by its estimation error (rank-deficient below D), so
+the number would mostly measure the sample size. KID is unbiased at any size and is given
+for every group with at least 2 images on each side. Without real labels every group is
+compared with all real data, and ``quality_groups`` says so.
+
 KID keeps the features (``[N, D]``) since it resamples subsets; FID keeps only D x D sums.
 """
 
@@ -111,33 +121,51 @@ def kernel_distance(generated: np.ndarray, real: np.ndarray, *, subsets: int = 1
         np.random.set_state(state)
 
 
-def _group_indices(requested: np.ndarray, value_names: Sequence[str]) -> dict[str, np.ndarray]:
-    return {name: np.flatnonzero(requested == a) for a, name in enumerate(value_names) if (requested == a).sum() >= 2}
+MIN_ROWS_PER_DIM = 2  # a group's FID needs at least this many images per feature dimension on each side
 
 
-def _quality_clean_fid(generated, requested, real, extractor, value_names, *, kid_subsets, kid_subset_size, seed):
+def _groups(carried: np.ndarray, real_labels: np.ndarray | None, value_names: Sequence[str], n_real: int) -> dict:
+    """``{name: (generated indices, real indices)}`` for every value carried by >= 2 samples."""
+    out = {}
+    for a, name in enumerate(value_names):
+        mine = np.flatnonzero(carried == a)
+        if len(mine) < 2:
+            continue
+        out[name] = (mine, np.arange(n_real) if real_labels is None else np.flatnonzero(real_labels == a))
+    return out
+
+
+def _fid_or_reason(dim: int, n_generated: int, n_real: int) -> str | None:
+    need = MIN_ROWS_PER_DIM * dim
+    if min(n_generated, n_real) < need:
+        return (f"not computed: {min(n_generated, n_real)} images on one side for {dim} feature dimensions "
+                f"(needs {need}); the covariance would dominate the number, see kid_by_group")
+    return None
+
+
+def _quality_clean_fid(generated, real, extractor, groups, *, kid_subsets, kid_subset_size, seed):
     real_stats, real_features = FeatureStats(), []
     for features in extractor.batches(real):
         real_stats.update(features)
         real_features.append(features.numpy())
-    all_stats = FeatureStats()
-    group_stats = {name: FeatureStats() for name in value_names}
-    generated_features = []
-    for lo, features in zip(range(0, len(generated), extractor.batch_size), extractor.batches(generated)):
+    all_stats, generated_features = FeatureStats(), []
+    for features in extractor.batches(generated):
         all_stats.update(features)
         generated_features.append(features.numpy())
-        groups = requested[lo : lo + len(features)]
-        for a, name in enumerate(value_names):
-            group_stats[name].update(features[torch.from_numpy(groups == a)])
+    fg, fr = np.concatenate(generated_features), np.concatenate(real_features)
+    by_group = {
+        name: frechet_distance(FeatureStats.of(fg[gi]), FeatureStats.of(fr[ri]))
+        if _fid_or_reason(fg.shape[1], len(gi), len(ri)) is None else None
+        for name, (gi, ri) in groups.items()
+    }
     return {
         "fid": frechet_distance(all_stats, real_stats),
-        "fid_by_group": {name: frechet_distance(s, real_stats) for name, s in group_stats.items() if s.n >= 2},
-        "kid": kernel_distance(np.concatenate(generated_features), np.concatenate(real_features),
-                               subsets=kid_subsets, subset_size=kid_subset_size, seed=seed),
-    }
+        "fid_by_group": by_group,
+        "kid": kernel_distance(fg, fr, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed),
+    }, fg, fr
 
 
-def _quality_torchmetrics(generated, requested, real, extractor, value_names, *, kid_subsets, kid_subset_size, seed):
+def _quality_torchmetrics(generated, real, extractor, groups, *, kid_subsets, kid_subset_size, seed):
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -154,11 +182,19 @@ def _quality_torchmetrics(generated, requested, real, extractor, value_names, *,
         fid_metric.update(real[lo : lo + extractor.batch_size], real=True)
         kid_metric.update(real[lo : lo + extractor.batch_size], real=True)
 
-    def fid_of(indices: np.ndarray) -> float:
-        fid_metric.reset()
+    def fid_of(indices: np.ndarray, metric=fid_metric) -> float:
+        metric.reset()
         for lo in range(0, len(indices), extractor.batch_size):
-            fid_metric.update(generated[torch.from_numpy(indices[lo : lo + extractor.batch_size])], real=False)
-        return float(fid_metric.compute())
+            metric.update(generated[torch.from_numpy(indices[lo : lo + extractor.batch_size])], real=False)
+        return float(metric.compute())
+
+    def group_fid(generated_indices: np.ndarray, real_indices: np.ndarray) -> float | None:
+        if _fid_or_reason(dim, len(generated_indices), len(real_indices)) is not None:
+            return None
+        metric = FrechetInceptionDistance(feature=module, reset_real_features=False)
+        for lo in range(0, len(real_indices), extractor.batch_size):
+            metric.update(real[torch.from_numpy(real_indices[lo : lo + extractor.batch_size])], real=True)
+        return fid_of(generated_indices, metric)
 
     for lo in range(0, len(generated), extractor.batch_size):
         kid_metric.update(generated[lo : lo + extractor.batch_size], real=False)
@@ -167,9 +203,9 @@ def _quality_torchmetrics(generated, requested, real, extractor, value_names, *,
         kid_mean, _ = kid_metric.compute()
     return {
         "fid": fid_of(np.arange(len(generated))),
-        "fid_by_group": {name: fid_of(indices) for name, indices in _group_indices(requested, value_names).items()},
+        "fid_by_group": {name: group_fid(gi, ri) for name, (gi, ri) in groups.items()},
         "kid": float(kid_mean),
-    }
+    }, extractor(generated).numpy(), extractor(real).numpy()
 
 
 QUALITY_BACKENDS = {"clean-fid": _quality_clean_fid, "torchmetrics": _quality_torchmetrics}
@@ -186,10 +222,15 @@ def quality_metrics(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     seed: int = 0,
+    carried=None,
+    real_labels=None,
 ) -> dict:
-    """``fid``, ``fid_by_group`` ({requested value name: FID}), ``kid`` and ``fid_features``.
+    """``fid``, ``kid``, ``fid_features`` and per group ``fid_by_group``, ``kid_by_group``, ``quality_groups``.
 
     `generated` and `real` are samples in the same space; `extractor` maps both to features.
+    `carried`: the sensitive value each generated sample is meant to carry (default:
+    `requested`); `real_labels`: the sensitive value of each real image. Groups are keyed by
+    the carried value's name.
     """
     from ..errors import lookup
 
@@ -198,7 +239,23 @@ def quality_metrics(
         raise FairbenchError(f"FID needs at least 2 generated and 2 real samples, got {len(generated)} and {len(real)}")
     if kid_subsets < 1 or kid_subset_size < 2:
         raise FairbenchError(f"KID needs at least 1 subset of at least 2 samples, got {kid_subsets} of {kid_subset_size}")
-    requested = np.asarray(requested)
-    out = compute(generated, requested, real, extractor, list(value_names),
-                  kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    grouped_by = "requested" if carried is None else "final"
+    carried = np.asarray(requested if carried is None else carried)
+    real_labels = None if real_labels is None else np.asarray(real_labels)
+    groups = _groups(carried, real_labels, list(value_names), len(real))
+    out, fg, fr = compute(generated, real, extractor, groups,
+                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    out["kid_by_group"] = {
+        name: kernel_distance(fg[gi], fr[ri], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+        for name, (gi, ri) in groups.items() if len(ri) >= 2
+    }
+    out["quality_groups"] = {
+        name: {
+            "generated": f"samples meant to carry {name!r} ({grouped_by} value)",
+            "real": f"real images of {name!r}" if real_labels is not None else "all real images (no real labels)",
+            "n_generated": int(len(gi)), "n_real": int(len(ri)),
+            **({"fid": reason} if (reason := _fid_or_reason(fg.shape[1], len(gi), len(ri))) else {}),
+        }
+        for name, (gi, ri) in groups.items()
+    }
     return out | {"fid_features": extractor.name}

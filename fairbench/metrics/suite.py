@@ -1,12 +1,21 @@
 """One entry point for the measurements of a run: `evaluate` computes whatever the setup allows.
 
 - always: ``epsilon``, ``epsilon_ci`` (features: ``Setup.features``);
-- with ``Setup.judge``: ``fd``, ``kl_uniform``, ``judged_distribution``;
-- with ``Setup.real``: ``fid``, ``fid_by_group``, ``kid``, ``fid_features``;
+- with ``Setup.judge``: ``fd``, ``kl_uniform`` (worst requested group), ``fd_worst_group``,
+  ``fd_pooled``, ``kl_uniform_pooled``, ``judged_distribution``; with ``Setup.real`` too, the
+  judge's error on it (``judge_accuracy_by_class``) and the corrected balance
+  (``judged_distribution_corrected``, ``fd_corrected``);
+- with ``Setup.real``: ``fid``, ``kid``, ``fid_features`` and per carried value
+  ``fid_by_group``, ``kid_by_group``, ``quality_groups``;
 - with ``Setup.real`` and labels for the target (``Setup.target_judge`` and
   ``Setup.real.target``; or ``utility_target = "sensitive"`` and the samples' final
   condition): ``utility_accuracy``, ``utility_accuracy_by_group``, ``utility_dp_difference``,
-  ``utility_eo_difference``.
+  ``utility_eo_difference``, and with ``Setup.real.train`` the reference
+  ``utility_accuracy_real`` and ``utility_fraction``;
+- with ``Setup.target_judge`` and ``Setup.real.target``: bias inheritance,
+  ``target_distribution_by_requested``, ``target_distribution_by_final``, ``target_gap``,
+  ``target_gap_ci``, ``target_judge_accuracy``, and the real references
+  ``target_gap_heldout`` (``Setup.real``) and ``target_gap_train`` (``Setup.real.train``).
 
 Metrics whose inputs are absent are left out of the result. Cost metrics are measured
 around sampling by the runner (`fairbench.metrics.cost`).
@@ -23,11 +32,12 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..progress import progress
-from .balance import balance_metrics
+from .balance import balance_metrics, confusion_matrix, per_class_accuracy
 from .fairness import epsilon_fairness
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
 from .quality import QUALITY_BACKENDS, quality_metrics
-from .utility import train_synthetic_test_real
+from .inheritance import inheritance_metrics, real_target_gap
+from .utility import sample_values, train_synthetic_test_real
 
 FidFeatures = Literal["auto", "inception", "setup", "raw"]
 FID_FEATURES = ("auto", "inception", "setup", "raw")
@@ -53,6 +63,8 @@ class SuiteOptions:
     kid_subset_size: int = 1000
     utility_target: Literal["target", "sensitive"] = "target"
     feature_batch_size: int = 256
+    # The distribution each requested group should have (k proportions); None: uniform.
+    balance_target: tuple[float, ...] | None = None
 
     @classmethod
     def from_config(cls, config: Any = None) -> "SuiteOptions":
@@ -112,8 +124,9 @@ def evaluate(
     """The metrics of one run's `samples` (``[N, *sample_shape]``, requested values `requested`).
 
     `config`: a `SuiteOptions` or any object with some of its fields (the ``[metrics]`` spec).
-    `final`: the value whose details each sample ends with (`SampleOutput.final`), used as
-    the label when ``utility_target = "sensitive"``. `device`: where extractors and judges run.
+    `final`: the value whose details each sample ends with (`SampleOutput.final`; default
+    `requested`): the value per-group quality compares with, a grouping of bias inheritance,
+    and the label when ``utility_target = "sensitive"``. `device`: where extractors and judges run.
     """
     options = SuiteOptions.from_config(config)
     options.validate()
@@ -133,14 +146,20 @@ def evaluate(
     metrics: dict[str, Any] = {"epsilon": estimate.value, "epsilon_ci": list(estimate.interval)}
     bar.update(1)
 
+    real = setup.real
+    final = requested if final is None else np.asarray(torch.as_tensor(final).cpu())
     if setup.judge is not None:
         log_probs = _batched(setup.judge, samples, device=device, batch_size=batch)
         if log_probs.shape[1] != k:
             raise ValueError(f"the judge returns {log_probs.shape[1]} values per sample, the model has {k}")
-        metrics.update(balance_metrics(log_probs, requested, names))
+        confusion = None
+        if real is not None:
+            real_log_probs = _batched(setup.judge, real.samples, device=device, batch_size=batch)
+            confusion = confusion_matrix(real_log_probs, np.asarray(real.sensitive), k)
+            metrics["judge_accuracy_by_class"] = per_class_accuracy(confusion, names)
+        metrics.update(balance_metrics(log_probs, requested, names, target=options.balance_target, confusion=confusion))
         bar.update(1)
 
-    real = setup.real
     if real is None:
         bar.close()
         return metrics
@@ -148,19 +167,40 @@ def evaluate(
         samples, requested, real.samples, quality_extractor(setup, options, device=device),
         value_names=names, backend=options.fid_backend,
         kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size, seed=seed,
+        carried=final, real_labels=np.asarray(real.sensitive),
     ))
     bar.update(1)
 
-    labels = test_labels = None
-    if options.utility_target == "sensitive" and final is not None:
-        labels, test_labels = np.asarray(torch.as_tensor(final).cpu()), real.sensitive
-    elif options.utility_target == "target" and setup.target_judge is not None and real.target is not None:
-        labels = _batched(setup.target_judge, samples, device=device, batch_size=batch).argmax(axis=1)
-        test_labels = real.target
+    target_labels = None
+    if setup.target_judge is not None and real.target is not None:
+        target_labels = _batched(setup.target_judge, samples, device=device, batch_size=batch).argmax(axis=1)
+        m = max(len(real.target_values), int(target_labels.max()) + 1, int(np.asarray(real.target).max()) + 1)
+        real_target = np.asarray(real.target)
+        real_judged = _batched(setup.target_judge, real.samples, device=device, batch_size=batch).argmax(axis=1)
+        metrics["target_judge_accuracy"] = float(np.mean(real_judged == real_target))
+        metrics.update(inheritance_metrics(
+            target_labels, requested, final, names, real.target_values or [str(c) for c in range(m)],
+            bootstrap=options.bootstrap, confidence=options.confidence, seed=seed,
+        ))
+        metrics["target_gap_heldout"] = real_target_gap(real_target, np.asarray(real.sensitive), k, m)
+        if real.train is not None and real.train.target is not None:
+            metrics["target_gap_train"] = real_target_gap(np.asarray(real.train.target), np.asarray(real.train.sensitive), k, m)
+
+    labels = test_labels = train_labels = None
+    if options.utility_target == "sensitive":
+        labels, test_labels = final, real.sensitive
+        train_labels = real.train.sensitive if real.train is not None else None
+    elif target_labels is not None:
+        labels, test_labels = target_labels, real.target
+        train_labels = real.train.target if real.train is not None else None
     if labels is not None:
+        def values(x):
+            return _batched(lambda b: torch.from_numpy(sample_values(b)), x, device="cpu", batch_size=batch)
+
+        reference = None if train_labels is None else (values(real.train.samples), np.asarray(train_labels))
         result = train_synthetic_test_real(
-            sample_features, labels, features(real.samples).numpy(), np.asarray(test_labels), np.asarray(real.sensitive),
-            sensitive_names=names,
+            values(samples), labels, values(real.samples), np.asarray(test_labels), np.asarray(real.sensitive),
+            sensitive_names=names, real_train=reference,
         )
         metrics.update(result.as_metrics())
     bar.close()

@@ -23,6 +23,7 @@ class RealData:
     sensitive: torch.Tensor  # [N] sensitive attribute codes
     target: torch.Tensor | None = None  # [N] target attribute codes (utility), if any
     target_values: tuple[str, ...] = ()
+    train: "RealData | None" = None  # the real training split: reference utility and target gap
 
 
 @dataclass
@@ -87,13 +88,23 @@ class GaussianSpec:
         )
         # One fixed draw (seed 0), so every method and seed is compared with the same reference.
         labels = torch.arange(self.n_real) % model.num_attributes
-        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels)
+        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels,
+                        train=RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(1)), sensitive=labels))
         return Setup(
             model=model,
             guidance=model.guidance_classifier(),
             exact_metrics=lambda **kw: exact_run_metrics(model, **kw),
             real=real,
+            judge=lambda x: bayes_judge(model, x),
         )
+
+
+def bayes_judge(model, x: torch.Tensor) -> torch.Tensor:
+    """The Gaussian model's judge: the exact posterior of clean data under a uniform prior,
+    ``log p(a | x) = log_softmax_a(-||x - mu_a||^2 / (2 std^2))`` (the Bayes classifier; it errs
+    where the values overlap, as a trained judge would)."""
+    means = model.means.to(x)
+    return torch.log_softmax(-0.5 * ((x[:, None, :] - means[None]) ** 2).sum(-1) / model.std**2, dim=1)
 
 
 MODEL_KINDS: dict[str, type] = {"gaussian": GaussianSpec}

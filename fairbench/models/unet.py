@@ -209,8 +209,10 @@ def judge_and_real(splits: LabelledSplits, training: JudgeTraining, *, device: s
     from ..train import cached_judge
 
     judge = cached_judge(splits.train, splits.val, training, device=device)
-    test = splits.test
-    real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values)
+    test, train = splits.test, splits.train
+    real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values,
+                    train=RealData(samples=train.images, sensitive=train.sensitive, target=train.target,
+                                   target_values=train.target_values))
     info = {"judge_trained_now": judge.trained_now, "judge_val_accuracy": judge.metadata["val_accuracy"]}
     return Judge(judge.network, name=f"judge:{splits.data.name}:{judge.key[:12]}"), real, info
 
