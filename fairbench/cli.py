@@ -58,8 +58,8 @@ def _cmd_tau(args) -> int:
     device = choose_device(args.device)
     setup = config.model_spec().build(device=device, dataset=config.dataset)
     extra = {}
-    if args.search == "direct" and "balance_features" in setup.extras:
-        extra["features"] = setup.extras["balance_features"]
+    if args.search == "direct" and setup.balance_features is not None:
+        extra["features"] = setup.balance_features
     result = search_tau(
         args.search, setup.model,
         scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,

@@ -211,7 +211,7 @@ def test_tau_searches_return_a_curve_over_the_visited_timesteps(t2i):
     assert reference.tau == min(reference.curve, key=lambda pair: pair[1])[0]
     assert reference.nfe == 2 * 2 * STEPS_N
     direct = direct_search(model, scheduler_name="ddim", steps=STEPS_N, seed=0, batch_size=2,
-                           features=t2i.extras["balance_features"])
+                           features=t2i.balance_features)
     taus = [tau for tau, _ in direct.curve]
     assert taus == sorted(taus) and set(taus) <= set(candidates) and {-1, timesteps[0]} <= set(taus)
     assert dict(direct.curve)[-1] == pytest.approx(1.0) and direct.tau in candidates
@@ -235,7 +235,7 @@ def test_clip_judge_matches_clip_forward(t2i, folders):
 
 def test_without_a_judge_epsilon_uses_pooled_pixels(folders):
     t2i = model_spec(table(folders, judge="none")).build(device="cpu")
-    assert t2i.judge is None and "balance_features" not in t2i.extras
+    assert t2i.judge is None and t2i.balance_features is None
     images = torch.rand(2, 3, 16, 16)
     assert torch.equal(t2i.features(images), pixel_features(images))
     assert torch.equal(pixel_features(images), images.reshape(2, -1))  # 16 x 16 is kept as is

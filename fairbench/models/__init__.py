@@ -12,6 +12,8 @@ from typing import Any, Literal
 import torch
 
 from ..errors import FairbenchError, lookup
+from ..schedulers import BETA_SCHEDULES
+from ..tables import import_optional, parse_variant
 from .base import Denoiser, GuidanceClassifier
 
 
@@ -45,6 +47,9 @@ class Setup:
     judge: Callable[[torch.Tensor], torch.Tensor] | None = None
     # samples -> log-probabilities over the target attribute (labels for the utility metrics).
     target_judge: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # samples -> per-sample attribute probabilities [B, k], balanced by the direct tau search
+    # (the judge's probabilities; None: the search balances the samples' raw values).
+    balance_features: Callable[[torch.Tensor], torch.Tensor] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,8 +66,6 @@ class GaussianSpec:
     n_real: int = 10000  # real reference samples x_0 ~ N(mu_a, std^2 I), balanced over a (FID, KID)
 
     def validate(self, where: str) -> None:
-        from ..schedulers import BETA_SCHEDULES
-
         lookup({b: b for b in BETA_SCHEDULES}, self.beta_schedule, f"{where}.beta_schedule")
         if len(self.means) < 2 or len({len(row) for row in self.means}) != 1 or not self.means[0]:
             raise FairbenchError(f"{where}.means must be at least 2 rows of equal, non-zero length")
@@ -104,14 +107,10 @@ def register_model_kind(kind: str, spec: type) -> None:
 
 
 def model_spec(table: dict):
-    from ..config import parse_variant
-
     _load_optional_kinds()
     return parse_variant(table, MODEL_KINDS, key="kind", section="model", kind="model kind")
 
 
 def _load_optional_kinds() -> None:
     """Image and text-to-image kinds live in their own modules; import them on first use."""
-    from ..config import import_optional
-
     import_optional("fairbench.models.unet", "fairbench.models.text_to_image")

@@ -251,7 +251,8 @@ class UNetSpec:
             real=prepared.real,
             judge=judge.sensitive_log_prob,
             target_judge=judge.target_log_prob if prepared.real.target is not None else None,
-            extras={"balance_features": judge.sensitive_prob, "artifacts": prepared.info},
+            balance_features=judge.sensitive_prob,
+            extras={"artifacts": prepared.info},
         )
 
 
