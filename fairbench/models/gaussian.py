@@ -197,9 +197,11 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
     """Closed-form metrics of a run where they exist (DDIM, schedules that ignore x).
 
     ``tv_exact``: the exact max pairwise TV between requested groups, the quantity
-    ``epsilon`` estimates from below.
+    ``epsilon`` estimates from below. Not given for a corrected method (the correction
+    depends on x) nor for one that assigns its own conditions (each group's law is then a
+    mixture, not one Gaussian).
     """
-    if scheduler_name != "ddim" or getattr(method, "correct", None) is not None:
+    if scheduler_name != "ddim" or any(getattr(method, hook, None) is not None for hook in ("correct", "assign")):
         return {}
     timesteps, _, _ = ddim_coefficients(model, steps)
     k = model.num_attributes
