@@ -1,31 +1,67 @@
-"""Figures of a run, written beside its records: sample grids and tau-search curves.
+"""Every figure fairbench draws, with one plotting stack (matplotlib's object API, Agg/SVG canvases).
 
-- ``figures/samples_<method>.png``: per method, the first samples of each requested group
+Written beside a run's records (`write_figures`):
+
+- ``figures/<grid_filename(label)>``: per method, the first samples of each requested group
   (image benchmarks only), all methods from the same noise (sample i's noise depends on
-  (seed, i) only), so the grids compare like with like column by column.
+  (seed, i) only), so the grids compare like with like column by column. Each sample pixel
+  is a square block of `pixel_scale` image pixels (nearest neighbour, no smoothing), and
+  each group is labelled with its request, where the method sends it and what the judge
+  saw (``judged_distribution`` of the record).
 - ``figures/tau_search.png``: the curve of every tau search (Algorithm 2's ``D(tau)``, the
   direct search's measured gap), with the chosen tau marked.
 
-Only the first seed of a benchmark is drawn. Matplotlib is used through its object API
-with the Agg canvas, so no global backend is set.
+Drawn for the leaderboard page (`fairbench.html_report`), from the records' numbers: the
+tau-search curves of a method over its seeds, the fairness-versus-quality plot and the
+fairness strip; `svg_data_uri` turns any of them into an ``<img>`` source.
+
+Only the first seed of a benchmark gets sample grids and ``tau_search.png``. No global
+backend or style is set; outputs carry no date or version, so they are reproducible.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+
+from .shards import ShardedSamples
 
 PER_GROUP = 32  # samples shown per requested group
 COLUMNS = 16
+SAMPLE_SIDE_PX = 40  # about this many image pixels per sample side in a grid (8x8 digits: 5x)
+GRID_DPI = 100
+GRID_MARGIN_PX = 8
+GRID_TITLE_PX = 26
+GRID_LABEL_PX = 22
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+# Reproducible SVG: fixed ids, text kept as text (searchable, and readable by tests), no metadata.
+SVG_STYLE = {"svg.hashsalt": "fairbench", "svg.fonttype": "none"}
+NO_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
 
 
-def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_") or "method"
+def grid_filename(label: str) -> str:
+    """The file name of a method's sample grid in a results directory: ``<label slug>.png``.
+
+    Characters outside ``[A-Za-z0-9._=-]`` become ``_`` (``attribute_switching(tau=224)`` ->
+    ``attribute_switching_tau=224.png``). Whatever writes or reads sample grids uses this name.
+    """
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "_", label).strip("_.")
+    return f"{slug or 'method'}.png"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample grids.
 
 
 def mosaic(images: torch.Tensor, columns: int = COLUMNS, gap: int = 1) -> np.ndarray:
@@ -40,43 +76,165 @@ def mosaic(images: torch.Tensor, columns: int = COLUMNS, gap: int = 1) -> np.nda
     return canvas
 
 
+def pixel_scale(side: int) -> int:
+    """Whole image pixels per sample pixel: ``ceil(SAMPLE_SIDE_PX / side)``, at least 1."""
+    return max(1, math.ceil(SAMPLE_SIDE_PX / side))
+
+
+def upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour enlargement: every pixel becomes a ``scale x scale`` block."""
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def group_caption(requested: str, ends: Sequence[str], judged: Sequence[float] | None, names: Sequence[str]) -> str:
+    """``requested light, ends heavy; judged light 3.0%, heavy 97.0%`` (the parts that are known)."""
+    text = f"requested {requested}"
+    if list(ends) != [requested]:
+        text += f", ends {', '.join(ends)}"
+    if judged is not None and len(judged) == len(names):
+        text += "; judged " + ", ".join(f"{name} {100 * p:.1f}%" for name, p in zip(names, judged))
+    return text
+
+
 def sample_grid(samples: torch.Tensor, requested: torch.Tensor, final: torch.Tensor, names: tuple[str, ...],
-                title: str, path: Path) -> Path:
-    """One panel per requested value: its first `PER_GROUP` samples, titled with where they end."""
+                title: str, path: Path, *, judged: dict[str, Sequence[float]] | None = None) -> Path:
+    """One band per requested value: its first `PER_GROUP` samples, enlarged by `pixel_scale`
+    without smoothing, under a line naming the request, the intended final value and the
+    judge's distribution (`judged[name]`: probabilities in the order of `names`, when given).
+    The PNG's ``Title`` and ``Description`` text hold the title and one caption line per band.
+
+    The sample pixels are placed on the canvas unresampled (``figimage`` at the saving dpi),
+    so each is an exact block of the PNG.
+    """
     groups = [a for a in range(len(names)) if bool((requested == a).any())]
-    figure = Figure(figsize=(8, 0.5 + 0.6 * len(groups) * (PER_GROUP // COLUMNS)))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(len(groups), 1, squeeze=False)[:, 0]
-    for axis, a in zip(axes, groups):
+    scale = pixel_scale(int(samples.shape[-1]))
+    bands = []
+    for a in groups:
         rows = torch.nonzero(requested == a).flatten()[:PER_GROUP]
         image = mosaic(samples[rows])
-        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        image = np.repeat(image, 3, axis=2) if image.shape[-1] == 1 else image
         ends = sorted({names[int(v)] for v in final[rows]})
-        suffix = "" if ends == [names[a]] else f" (ends {', '.join(ends)})"
-        axis.set_title(f"requested {names[a]}{suffix}", fontsize=9)
-        axis.set_axis_off()
-    figure.suptitle(title, fontsize=10)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+        caption = group_caption(names[a], ends, (judged or {}).get(names[a]), names)
+        bands.append((caption, upscale(image, scale)))
+    width = 2 * GRID_MARGIN_PX + max(image.shape[1] for _, image in bands)
+    height = GRID_TITLE_PX + sum(GRID_LABEL_PX + image.shape[0] + GRID_MARGIN_PX for _, image in bands)
+    figure = Figure(figsize=(width / GRID_DPI, height / GRID_DPI), dpi=GRID_DPI)
+    FigureCanvasAgg(figure)
+    figure.text(GRID_MARGIN_PX / width, 1 - 6 / height, title, fontsize=11, va="top")
+    top = GRID_TITLE_PX  # pixels from the top edge
+    for caption, image in bands:
+        figure.text(GRID_MARGIN_PX / width, 1 - (top + 3) / height, caption, fontsize=9, va="top")
+        top += GRID_LABEL_PX
+        figure.figimage(image, xo=GRID_MARGIN_PX, yo=height - top - image.shape[0], origin="upper", resize=False)
+        top += image.shape[0] + GRID_MARGIN_PX
+    # The labels travel with the picture as PNG text, for the page to show as text.
+    captions = "\n".join(caption for caption, _ in bands)
+    figure.savefig(path, dpi=GRID_DPI, metadata={"Software": None, "Title": title, "Description": captions})
     return path
 
 
+# ---------------------------------------------------------------------------------------------
+# Tau-search curves.
+
+
+def _tau_panel(axis, curves: Sequence[tuple[object, object, Sequence[tuple[float, float]]]], search: str, title: str) -> None:
+    """`curves`: (seed, chosen tau, [(tau, value), ...]) per seed, drawn in one colour each."""
+    for index, (seed, chosen, points) in enumerate(curves):
+        colour = PALETTE[index % len(PALETTE)]
+        taus, values = zip(*points)
+        (line,) = axis.plot(taus, values, marker="o", markersize=3, color=colour, label=f"seed {seed}: tau = {chosen}")
+        line.set_gid(f"tau-curve-{index + 1}")
+        if isinstance(chosen, (int, float)):
+            axis.axvline(chosen, color=colour, linestyle="--", linewidth=1)
+    axis.axhline(0.0, color="grey", linewidth=0.6)
+    axis.set_xlabel("tau (training timestep)")
+    axis.set_ylabel({"reference": "D(tau)", "direct": "gap(tau)"}.get(search, f"{search} search curve"))
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+
+
 def tau_curves(searches: list[tuple[str, dict]], path: Path) -> Path:
-    """One panel per search: its curve (tau, value) and the chosen tau."""
+    """One panel per search: its curve (tau, value) and the chosen tau (dashed)."""
     figure = Figure(figsize=(5 * len(searches), 3.4))
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(searches), squeeze=False)[0]
     for axis, (label, search) in zip(axes, searches):
-        taus, values = zip(*search["curve"])
-        axis.plot(taus, values, marker="o", markersize=3)
-        axis.axvline(search["tau"], color="tab:red", linestyle="--", label=f"tau = {search['tau']}")
-        axis.axhline(0.0, color="grey", linewidth=0.6)
-        axis.set_xlabel("tau (training timestep)")
-        axis.set_ylabel("D(tau)" if search["search"] == "reference" else "gap(tau)")
-        axis.set_title(label, fontsize=9)
-        axis.legend(fontsize=8)
+        _tau_panel(axis, [(search.get("seed", 0), search["tau"], search["curve"])], search["search"], label)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, metadata={"Software": None})
     return path
+
+
+def tau_curve_figure(label: str, search: str, curves: Sequence[tuple[object, object, Sequence[tuple[float, float]]]]) -> Figure:
+    """A method's tau search over its seeds: one curve per seed, its chosen tau dashed."""
+    figure = Figure(figsize=(6.4, 3.6))
+    _tau_panel(figure.subplots(), curves, search, f"{label} ({search} search)")
+    figure.tight_layout()
+    return figure
+
+
+# ---------------------------------------------------------------------------------------------
+# Fairness and quality per method (the leaderboard's numbers).
+
+Extent = tuple[float, float, float]  # (mean, low, high): an interval, or mean ± std
+
+
+def tradeoff_figure(points: Sequence[tuple[str, Extent, Extent]], *, fairness: str, quality: str) -> Figure:
+    """Fairness (y) against quality (x), one numbered point per method with its intervals as bars.
+
+    Points are numbered in the order given (the page lists the names under the same numbers):
+    full labels would collide inside the plot.
+    """
+    figure = Figure(figsize=(6.4, 3.6))
+    axis = figure.subplots()
+    for index, (_, (xm, xl, xh), (ym, yl, yh)) in enumerate(points):
+        colour = PALETTE[index % len(PALETTE)]
+        bars = axis.errorbar([xm], [ym], xerr=[[xm - xl], [xh - xm]], yerr=[[ym - yl], [yh - ym]], fmt="o", color=colour,
+                             markersize=5, elinewidth=1)
+        bars.lines[0].set_gid(f"point-{index + 1}")  # the marker, findable in the SVG
+        axis.annotate(str(index + 1), (xm, ym), xytext=(5, 5), textcoords="offset points", color=colour, fontsize=9)
+    if fairness == "epsilon":
+        axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
+    axis.set_xlabel(f"{quality} (lower is better)" if quality.split("@")[0] == "fid" else quality)
+    axis.set_ylabel(fairness)
+    axis.grid(True, axis="y", color="#dddddd")
+    figure.tight_layout()
+    return figure
+
+
+def strip_figure(rows: Sequence[tuple[str, Extent]], name: str) -> Figure:
+    """One row per method: the metric's mean as a dot, its interval (or ± std) as a bar."""
+    figure = Figure(figsize=(6.4, 1.2 + 0.35 * len(rows)))
+    axis = figure.subplots()
+    for index, (label, (mean, low, high)) in enumerate(rows):
+        colour = PALETTE[index % len(PALETTE)]
+        axis.errorbar([mean], [index], xerr=[[mean - low], [high - mean]], fmt="o", color=colour, elinewidth=2)
+    # Long labels are cut here (the page lists them in full): they would squeeze the axis away.
+    axis.set_yticks(range(len(rows)), [label if len(label) <= 40 else label[:39] + "…" for label, _ in rows])
+    axis.invert_yaxis()
+    if name == "epsilon":
+        axis.set_xlim(left=max(0.0, axis.get_xlim()[0]))
+    axis.set_xlabel(name)
+    axis.grid(True, axis="x", color="#dddddd")
+    figure.tight_layout()
+    return figure
+
+
+def svg_data_uri(figure: Figure) -> str:
+    """The figure as a ``data:image/svg+xml;base64,...`` URI (text kept as text, no metadata).
+
+    As an ``<img>`` source the SVG is an image: it runs no script and loads nothing, whatever
+    the text drawn in it.
+    """
+    FigureCanvasSVG(figure)
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(SVG_STYLE):
+        figure.savefig(buffer, format="svg", metadata=NO_METADATA)
+    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's figures.
 
 
 def write_figures(out_dir: Path, runs: list[tuple[str, dict, tuple[str, ...]]]) -> list[Path]:
@@ -86,14 +244,11 @@ def write_figures(out_dir: Path, runs: list[tuple[str, dict, tuple[str, ...]]]) 
     method). Sample grids go to ``figures/<grid_filename(label)>``; all tau searches to
     ``figures/tau_search.png``.
     """
-    from .html_report import grid_filename
-    from .shards import ShardedSamples
-
     folder = Path(out_dir) / "figures"
     paths, searches = [], []
     for label, record, names in runs:
         if "tau_search" in record:
-            searches.append((label, record["tau_search"]))
+            searches.append((label, record["tau_search"] | {"seed": record["spec"]["seed"]}))
         samples = ShardedSamples.from_folder(Path(out_dir) / "shards" / record["job_key"][:16])
         if samples is None or len(samples.shape) != 4:  # only images get a grid
             continue
@@ -106,7 +261,7 @@ def write_figures(out_dir: Path, runs: list[tuple[str, dict, tuple[str, ...]]]) 
         final = (requested + 1) % k if switched else requested
         folder.mkdir(parents=True, exist_ok=True)
         paths.append(sample_grid(samples[rows], requested, final, names, f"{label} (seed {record['spec']['seed']})",
-                                 folder / grid_filename(label)))
+                                 folder / grid_filename(label), judged=record["metrics"].get("judged_distribution")))
     if searches:
         folder.mkdir(parents=True, exist_ok=True)
         paths.append(tau_curves(searches, folder / "tau_search.png"))

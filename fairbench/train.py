@@ -230,21 +230,22 @@ def fit(
     steps: int,
     learning_rate: float,
     seed: int,
-    checkpoint_dir: Path,
+    checkpoint_dir: Path | None,
     checkpoint_every: int,
     weight_decay: float = 0.0,
     ema_decay: float | None = None,
     desc: str = "training",
 ) -> nn.Module:
     """AdamW on ``batch_loss(module, generator_for_step)`` for `steps` steps, resuming from
-    `checkpoint_dir` when it holds a checkpoint; returns the EMA copy when `ema_decay` is set.
+    `checkpoint_dir` when it holds a checkpoint (``None``: no checkpoints, for short fits);
+    returns the EMA copy when `ema_decay` is set.
 
     Learning rate: linear warm-up over the first 100 steps, then constant.
     """
     module.train()
     optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     ema = copy.deepcopy(module).requires_grad_(False) if ema_decay is not None else None
-    start = load_checkpoint(checkpoint_dir, module, ema, optimizer)
+    start = load_checkpoint(checkpoint_dir, module, ema, optimizer) if checkpoint_dir is not None else 0
     with tqdm(total=steps, initial=start, desc=desc, unit="step", disable=None, leave=False) as bar:
         for step in range(start, steps):
             for group in optimizer.param_groups:
@@ -259,7 +260,7 @@ def fit(
                 with torch.no_grad():
                     for averaged, current in zip(ema.parameters(), module.parameters()):
                         averaged.lerp_(current, 1.0 - decay)
-            if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            if checkpoint_dir is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 save_checkpoint(checkpoint_dir, step + 1, module, ema, optimizer)
             bar.update(1)
             if step % 50 == 0:
@@ -393,12 +394,13 @@ def train_judge(data: LabelledImages, held_out: LabelledImages, spec: JudgeTrain
 GUIDANCE_CHECK_TIMESTEPS = (0, 250, 500, 750)
 
 
-def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: GuidanceTraining, schedule: dict[str, Any],
-                   *, device: str, directory: Path) -> dict[str, float]:
-    """Train (c) into ``directory / "guidance"`` for the noise schedule `schedule`; returns its
-    accuracy on `held_out` noised at a few fractions of T."""
+def fit_guidance_classifier(data: LabelledImages, spec: GuidanceTraining, alphas_cumprod: torch.Tensor, *, device: str,
+                            checkpoint_dir: Path | None) -> NoiseAwareClassifier:
+    """Fit (c) on `data` (images, or any ``[N, C, H, W]`` tensors such as latents) noised with
+    the schedule `alphas_cumprod`: cross-entropy ``-log p_phi(s | x_t, t)`` on stratified
+    batches, ``t ~ U{0..T-1}``, by `fit`."""
     network = NoiseAwareClassifier(data.images.shape[1], data.k, width=spec.width).to(device)
-    abar = _abar(schedule)
+    abar = alphas_cumprod.to(torch.float32)
     probabilities = data.stratum_probabilities()
 
     def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
@@ -406,9 +408,17 @@ def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: Guidanc
         x_t, t, _ = _noised(data.images[index], abar, generator)
         return torch.nn.functional.cross_entropy(model(x_t.to(device), t.to(device)), data.sensitive[index].to(device))
 
-    network = fit(network, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
-                  weight_decay=spec.weight_decay, checkpoint_dir=directory / "checkpoint",
-                  checkpoint_every=spec.checkpoint_every, desc="training the guidance classifier")
+    return fit(network, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
+               weight_decay=spec.weight_decay, checkpoint_dir=checkpoint_dir,
+               checkpoint_every=spec.checkpoint_every, desc="training the guidance classifier")
+
+
+def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: GuidanceTraining, schedule: dict[str, Any],
+                   *, device: str, directory: Path) -> dict[str, float]:
+    """Train (c) into ``directory / "guidance"`` for the noise schedule `schedule`; returns its
+    accuracy on `held_out` noised at a few fractions of T."""
+    abar = _abar(schedule)
+    network = fit_guidance_classifier(data, spec, abar, device=device, checkpoint_dir=directory / "checkpoint")
     _save_network(network, directory / "guidance")
     accuracy = {}
     generator = torch.Generator("cpu").manual_seed(sample_seed(spec.seed, 0, "guidance-check"))

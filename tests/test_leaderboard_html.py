@@ -1,4 +1,8 @@
-"""The published leaderboard: HTML page and Markdown from records, escaping, plots, grids."""
+"""The published leaderboard: HTML page and Markdown from records, escaping, plots, grids.
+
+Plots are drawn by `fairbench.figures` and embedded as SVG images; the tests decode them and
+read the drawn marks (by their ids) back, so they check what a reader sees.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,20 @@ import base64
 import hashlib
 import io
 import re
+import xml.etree.ElementTree as ElementTree
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from fairbench.cli import main
 from fairbench.config import parse_config
-from fairbench.html_report import grid_filename, nice_ticks, render_html, write_html
+from fairbench.figures import pixel_scale, sample_grid, upscale
+from fairbench.html_report import grid_filename, render_html, write_html
 from fairbench.leaderboard import leaderboard_frame, markdown_table, write_leaderboard
 from fairbench.records import make_record, read_records, write_record
 from fairbench.runner import run_benchmark
@@ -85,6 +92,33 @@ def parse(page: str) -> Tree:
     return tree
 
 
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def embedded_svgs(html: str) -> list[ElementTree.Element]:
+    """The SVG images embedded in a piece of the page, parsed (each must be well-formed XML)."""
+    return [ElementTree.fromstring(base64.b64decode(data)) for data in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', html)]
+
+
+def by_id(svg: ElementTree.Element, prefix: str) -> dict[str, ElementTree.Element]:
+    return {g.get("id"): g for g in svg.iter(f"{SVG}g") if g.get("id", "").startswith(prefix)}
+
+
+def marker(group: ElementTree.Element) -> tuple[float, float]:
+    """Where a plotted marker sits (SVG coordinates: y grows downwards)."""
+    use = next(group.iter(f"{SVG}use"))
+    return float(use.get("x")), float(use.get("y"))
+
+
+def path_points(group: ElementTree.Element) -> list[tuple[float, float]]:
+    d = next(group.iter(f"{SVG}path")).get("d")
+    return [(float(x), float(y)) for x, y in re.findall(r"[ML] ([-\d.]+) ([-\d.]+)", d)]
+
+
+def svg_text(svg: ElementTree.Element) -> str:
+    return " ".join("".join(t.itertext()) for t in svg.iter(f"{SVG}text"))
+
+
 def test_table_holds_mean_std_and_interval_over_seeds():
     records = fixture_records()
     tree = parse(render_html(records))
@@ -117,18 +151,32 @@ def test_record_text_is_escaped_everywhere_in_the_page(tmp_path):
         assert raw not in page
     tree = parse(page)
     tags = [t for t, _ in tree.tags]
-    assert tags.count("script") == 1 and "img" not in tags and "iframe" not in tags and "b" not in tags
+    assert tags.count("script") == 1 and "iframe" not in tags and "b" not in tags
     assert not any(name.startswith("on") for _, attrs in tree.tags for name in attrs)
-    # escaped, not mangled: the text read back is the label exactly
+    # the only images are the page's own plots, as data URIs (an SVG image runs no script)
+    images = [attrs for t, attrs in tree.tags if t == "img"]
+    assert images and all(a["src"].startswith("data:image/svg+xml;base64,") and a["class"] == "plot" for a in images)
+    # escaped, not mangled: the text read back is the label exactly, in the table and in the plots
     assert [row[0]["text"] for row in tree.rows] == [EVIL_LABEL, "plain"]
-    assert any(a.get("data-method") == EVIL_LABEL for t, a in tree.tags if t == "g")
+    assert any(a.get("data-method") == EVIL_LABEL for t, a in tree.tags if t == "figure")
     assert "<i>m</i>" in tree.columns()
+    svgs = embedded_svgs(page)
+    assert not any(element.tag in (f"{SVG}script", f"{SVG}foreignObject") for svg in svgs for element in svg.iter())
+    assert any(EVIL_LABEL in svg_text(svg) for svg in svgs)
 
 
 def test_page_is_self_contained_and_its_policy_admits_only_its_own_script_and_style():
     page = render_html(fixture_records())
     assert "<link" not in page and "@import" not in page and "url(" not in page
-    assert re.findall(r"https?://[^\s\"'<>]+", page) == ["http://www.w3.org/2000/svg"] * page.count("<svg")
+    assert re.findall(r"https?://[^\s\"'<>]+", page) == []
+    sources = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert sources and all(src.startswith("data:image/svg+xml;base64,") for src in sources)
+    for data in re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', page):
+        svg = base64.b64decode(data).decode()
+        # namespaces and the DTD name only; nothing is fetched (an image loads nothing anyway)
+        assert set(re.findall(r"https?://[^\s\"'<>]+", svg)) <= {
+            "http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink", "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd"}
+        assert not re.search(r"<image|xlink:href=\"(?!#)", svg)
     policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1)
     assert "default-src 'none'" in policy
     script = re.search(r"<script>(.*?)</script>", page, re.S).group(1)
@@ -145,25 +193,27 @@ def test_without_fid_the_page_says_so_and_invents_no_quality_axis():
 
 
 def _point_centres(page: str) -> dict[str, tuple[float, float]]:
+    """Method -> where its numbered point is drawn, read from the embedded SVG."""
     section = page.split('id="tradeoff"')[1].split('id="tau"')[0]
-    return {
-        m: (float(x), float(y))
-        for m, x, y in re.findall(r'<g class="point" data-method="([^"]+)">.*?<circle cx="([\d.]+)" cy="([\d.]+)"', section)
-    }
+    (svg,) = embedded_svgs(section)
+    legend = re.search(r'<ol class="legend">(.*?)</ol>', section).group(1)
+    methods = re.findall(r'<li data-method="([^"]+)">', legend)  # numbered as the points
+    points = by_id(svg, "point-")
+    assert len(points) == len(methods)
+    return {method: marker(points[f"point-{number}"]) for number, method in enumerate(methods, start=1)}
 
 
 def test_tradeoff_plot_places_each_method_by_fid_and_epsilon():
     records = fixture_records(fid=True)
     page = render_html(records)
     centres = _point_centres(page)
-    assert set(centres) == {"conditional", "switching", "mixing"}
-    legend = re.search(r'<ol class="legend">(.*?)</ol>', page).group(1)
-    assert re.findall(r"</svg> ([^<]+)</li>", legend) == list(centres)  # numbered in plotting order
+    assert list(centres) == ["conditional", "switching", "mixing"]  # numbered in leaderboard order
     frame = leaderboard_frame(records).set_index("method")
     by_fid = sorted(centres, key=lambda m: centres[m][0])
     assert by_fid == list(frame["fid_mean"].sort_values().index)
     by_height = sorted(centres, key=lambda m: -centres[m][1])  # SVG y grows downwards
     assert by_height == list(frame["epsilon_mean"].sort_values().index)
+    assert "fid (lower is better)" in svg_text(embedded_svgs(page.split('id="tradeoff"')[1])[0])
 
 
 def test_methods_missing_fid_are_listed_not_placed():
@@ -185,44 +235,75 @@ def test_tau_curves_come_from_the_records():
     page = render_html(records)
     figures = re.findall(r'<figure class="tau-curve" data-method="([^"]+)">(.*?)</figure>', page, re.S)
     assert [m for m, _ in figures] == ["switching"]
-    polylines = re.findall(r'<polyline points="([^"]+)"', figures[0][1])
-    assert len(polylines) == 2 and all(len(p.split()) == len(curve) for p in polylines)
-    xs = [float(pair.split(",")[0]) for pair in polylines[0].split()]
-    assert xs == sorted(xs)
-    assert "seed 0: tau 640" in figures[0][1]
+    (svg,) = embedded_svgs(figures[0][1])
+    curves = by_id(svg, "tau-curve-")
+    assert len(curves) == 2  # one per seed
+    for group in curves.values():
+        points = path_points(group)
+        assert len(points) == len(curve)
+        xs = [x for x, _ in points]
+        assert xs == sorted(xs) and len(set(xs)) == len(xs)
+        # the drawn heights order as the curve's values (SVG y grows downwards)
+        ys = [y for _, y in points]
+        assert np.argsort(ys, kind="stable").tolist() == np.argsort([-v for _, v in curve], kind="stable").tolist()
+    assert "seed 0: tau 640" in figures[0][1] and "seed 0: tau = 640" in svg_text(svg)
 
 
-def test_sample_grids_are_embedded_when_png(tmp_path):
+JUDGED = {"light": [0.978, 0.022], "heavy": [0.09, 0.91]}
+
+
+def digit_grid(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sample grid of 8x8 one-channel images, 32 per requested value, as a run writes it."""
+    samples = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    requested = torch.arange(64) % 2
+    sample_grid(samples, requested, requested, ("light", "heavy"), "switching (seed 0)", path, judged=JUDGED)
+    return samples, requested
+
+
+def test_sample_grid_enlarges_every_sample_pixel_into_an_exact_block(tmp_path):
+    samples, requested = digit_grid(tmp_path / "grid.png")
+    scale = pixel_scale(8)
+    assert scale == 5  # an 8x8 digit is 40 pixels wide
+    image = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB")).astype(int)
+    # the first band's first sample: below the title and its caption line, inside the margin
+    top, left = 26 + 22, 8
+    block = image[top: top + 8 * scale, left: left + 8 * scale, 0]
+    expected = upscale(((samples[0, 0].numpy() + 1) / 2 * 255)[:, :, None], scale)[:, :, 0]
+    assert np.abs(block - expected).max() <= 1  # nearest neighbour: no smoothing between pixels
+    blocks = block.reshape(8, scale, 8, scale)
+    assert (blocks == blocks[:, :1, :, :1]).all()  # every sample pixel a uniform 5x5 block
+    # the second sample of the first band (requested light) sits one sample plus a gap to the right
+    second = image[top: top + 8 * scale, left + 9 * scale: left + 17 * scale, 0]
+    first_light = torch.nonzero(requested == 0).flatten()[1]
+    assert np.abs(second[::scale, ::scale] - ((samples[first_light, 0].numpy() + 1) / 2 * 255)).max() <= 1
+
+
+def test_sample_grids_are_embedded_at_their_size_with_request_and_judged_value(tmp_path):
     records = fixture_records()
     for r in records:
         write_record(tmp_path, r)
-    image = Image.fromarray((np.arange(64, dtype=np.uint8).reshape(8, 8) * 4))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
     (tmp_path / "figures").mkdir()
-    (tmp_path / "figures" / grid_filename("switching")).write_bytes(buffer.getvalue())
+    digit_grid(tmp_path / "figures" / grid_filename("switching"))
     (tmp_path / "figures" / grid_filename("mixing")).write_text("not a png")
     page = write_html(tmp_path).read_text(encoding="utf-8")
-    grids = re.findall(r'<figure class="grid" data-method="([^"]+)"><img src="data:image/png;base64,([^"]+)"', page)
+    grids = re.findall(r'<figure class="grid" data-method="([^"]+)">(.*?)</figure>', page, re.S)
     assert [m for m, _ in grids] == ["switching"]
-    assert base64.b64decode(grids[0][1]) == buffer.getvalue()
+    data, width, height = re.search(r'<img src="data:image/png;base64,([^"]+)" width="(\d+)" height="(\d+)"', grids[0][1]).groups()
+    png = base64.b64decode(data)
+    assert png == (tmp_path / "figures" / grid_filename("switching")).read_bytes()
+    assert Image.open(io.BytesIO(png)).size == (int(width), int(height))  # shown at its own size
+    assert int(width) >= 16 * 8 * 5  # 16 digits a row, 40 pixels each
+    caption = grids[0][1].split("<figcaption>")[1]
+    assert "requested light; judged light 97.8%, heavy 2.2%" in caption
+    assert "requested heavy; judged light 9.0%, heavy 91.0%" in caption and "switching (seed 0)" in caption
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    assert re.search(r"figure\.grid img \{[^}]*image-rendering: pixelated;[^}]*max-width: none", style)
 
 
 def test_grid_filename_is_a_plain_file_name():
     assert grid_filename("attribute_switching(tau=224)") == "attribute_switching_tau=224.png"
     assert grid_filename("../../etc/passwd") == "etc_passwd.png"
     assert grid_filename("<>") == "method.png"
-
-
-@pytest.mark.parametrize("low, high", [(0.0, 1.0), (-1.0, 999.0), (0.003, 0.0071), (12.5, 13.0), (-5e-4, 2e3)])
-def test_nice_ticks_are_round_even_and_inside(low, high):
-    ticks = nice_ticks(low, high)
-    assert 2 <= len(ticks) <= 10
-    assert all(low - 1e-12 <= t <= high + 1e-12 for t in ticks)
-    steps = np.diff(ticks)
-    assert np.allclose(steps, steps[0])
-    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
-    assert min(abs(mantissa - m) for m in (1, 2, 5, 10)) < 1e-9
 
 
 def test_markdown_escapes_record_text(tmp_path):
@@ -292,8 +373,10 @@ def test_cli_leaderboard_writes_csv_markdown_and_page(gaussian_run, capsys):
     # the reference search's curve: one polyline per seed, one point per candidate tau
     records = [r for r in read_records(gaussian_run) if "tau_search" in r]
     assert len(records) == 2
-    assert page.count("<polyline") == 2
     assert page.count('<figure class="tau-curve"') == 1
+    tau_section = page.split('id="tau"')[1].split('id="samples"')[0]
+    (svg,) = embedded_svgs(tau_section)
+    assert len(by_id(svg, "tau-curve-")) == 2  # one curve per seed
 
 
 def test_cli_leaderboard_refuses_a_directory_without_records(tmp_path, capsys):
