@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -56,9 +56,12 @@ class Method:
     label), ``example`` (a valid params table, used by the contract tests) and
     ``final_rule`` (how `final` relates to the request, written into the record).
 
-    Optional hooks: ``correct(eps, x, t, abar_t)`` adjusts the noise prediction (counted as
-    a classifier evaluation), and ``assign(requested, k, seed, indices)`` replaces the value
-    each sample is asked for before sampling (a control that ignores the request).
+    Optional hooks: ``correct(eps, x, t, abar_t, requested)`` adjusts the noise prediction
+    (``requested``: the per-sample values the sampler was given); it is counted as one
+    classifier evaluation per sample, or, for a method whose correction calls the model
+    (``correction_nfe`` > 0), as that many model evaluations per sample and step. And
+    ``assign(requested, k, seed, indices)`` replaces the value each sample is asked for
+    before sampling (a control that ignores the request, or a method that draws a value).
     """
 
     name: ClassVar[str]
@@ -66,6 +69,7 @@ class Method:
     sweepable: ClassVar[tuple[str, ...]] = ()
     example: ClassVar[dict[str, Any]] = {}
     final_rule: ClassVar[str] = "requested"
+    correction_nfe: ClassVar[int] = 0  # model evaluations per sample and step made by `correct`
 
     @classmethod
     def build(cls, params: Any, context: MethodContext) -> "Method":
@@ -208,6 +212,9 @@ class EmbeddingMixing(Method):
 @dataclass(frozen=True)
 class GuidanceParams:
     scale: float = 1.0  # guidance strength w >= 0; 0 is the unguided sampler
+    # "uniform": push the posterior toward uniform; "unconditional": remove the request's
+    # log-probability (Bayes' rule), which at scale 1 estimates the unconditional model
+    target: Literal["uniform", "unconditional"] = "uniform"
 
     def validate(self, where: str) -> None:
         if self.scale < 0:
@@ -216,14 +223,24 @@ class GuidanceParams:
 
 @dataclass(frozen=True)
 class ClassifierGuidance(Method):
-    """Condition on the request and push a noise-aware classifier's posterior toward uniform.
+    """Condition on the request and correct the noise prediction with a noise-aware classifier.
 
+    ``target = "uniform"`` pushes the classifier's posterior toward uniform:
     ``eps~ = eps - w sqrt(1 - abar_t) grad_x sum_a (1/k) log p_phi(a | x_t, t)``
     (Dhariwal & Nichol 2021 guidance, with the uniform distribution as the target).
+
+    ``target = "unconditional"`` takes the request's log-probability out:
+    ``eps~ = eps + w sqrt(1 - abar_t) grad_x log p_phi(s | x_t, t)`` with ``s`` the request.
+    Since ``eps = -sqrt(1 - abar_t) grad log p(x_t | s)`` and, by Bayes' rule,
+    ``grad log p(x_t) = grad log p(x_t | s) - grad log p(s | x_t)``, at ``w = 1`` this is the
+    unconditional noise prediction (exactly, with the exact posterior), so sampling is fair
+    without a null class; ``0 < w < 1`` interpolates. It is guidance with scale ``-w`` on the
+    request's log-probability.
     """
 
     scale: float = 1.0
     classifier: GuidanceClassifier | None = field(default=None, compare=False, repr=False)
+    target: Literal["uniform", "unconditional"] = "uniform"
     name: ClassVar[str] = "classifier_guidance"
     Params: ClassVar[type] = GuidanceParams
     sweepable: ClassVar[tuple[str, ...]] = ("scale",)
@@ -233,23 +250,26 @@ class ClassifierGuidance(Method):
     def build(cls, params: GuidanceParams, context: MethodContext) -> "ClassifierGuidance":
         if context.guidance is None:
             raise FairbenchError("classifier_guidance needs a guidance classifier, and this model has none")
-        return cls(scale=params.scale, classifier=context.guidance)
+        return cls(scale=params.scale, classifier=context.guidance, target=params.target)
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         return one_hot(requested, k)
 
-    def correct(self, eps: torch.Tensor, x: torch.Tensor, t: int, abar_t: float) -> torch.Tensor:
+    def correct(self, eps: torch.Tensor, x: torch.Tensor, t: int, abar_t: float, requested: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
             raise FairbenchError("classifier_guidance needs a guidance classifier for this model")
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             log_prob = self.classifier.log_prob(x_in, t)
-            objective = log_prob.mean(dim=1).sum()
+            if self.target == "uniform":
+                objective = log_prob.mean(dim=1).sum()
+            else:
+                objective = -log_prob.gather(1, requested.to(log_prob.device).long()[:, None]).sum()
             (grad,) = torch.autograd.grad(objective, x_in)
         return eps - self.scale * math.sqrt(1.0 - abar_t) * grad.to(eps.dtype)
 
     def params(self) -> dict[str, Any]:
-        return {"scale": self.scale}
+        return {"scale": self.scale} | ({} if self.target == "uniform" else {"target": self.target})
 
 
 @dataclass(frozen=True)
@@ -276,12 +296,176 @@ class RandomCondition(Method):
         return one_hot(requested, k)
 
 
+def null_condition_refusal(name: str, model: Denoiser) -> None:
+    """One line naming what a method that starts from the null condition needs, if the model lacks it."""
+    if not getattr(model, "has_null_condition", False):
+        raise FairbenchError(
+            f"{name} needs a null condition, and this model has none: train the UNet with "
+            "[model.unet] null_class = true (a UNet with k + 1 class embeddings), or give a "
+            "text-to-image model a neutral_prompt"
+        )
+
+
+@dataclass(frozen=True)
+class NullPrefixParams:
+    """``tau``: a training timestep in [-1, T-1], or a fraction of T."""
+
+    tau: int | float
+
+
+@dataclass(frozen=True)
+class NullPrefixSwitching(Method):
+    """The null condition while ``t > tau``, the requested value while ``t <= tau``.
+
+    Coarse structure comes from the unconditional model, details from the request (the
+    attribute-switching schedule of Choi et al. with the null condition as ``s0``; compare
+    the late conditioning of classifier-free guidance schedules). The null condition is
+    column k of the condition mixture: the null class of a UNet trained with one
+    (``[model.unet] null_class = true``), the neutral prompt of a text-to-image model, the
+    exact unconditional model of the analytic one. ``tau = -1`` is unconditional sampling
+    (null throughout), ``tau = T-1`` conditional sampling; no extra model evaluation. The
+    tau searches find the balance point of ``s0 -> s1`` switching, not of this schedule,
+    so tau is given as a number.
+    """
+
+    tau: int
+    name: ClassVar[str] = "null_prefix_switching"
+    Params: ClassVar[type] = NullPrefixParams
+    sweepable: ClassVar[tuple[str, ...]] = ("tau",)
+    example: ClassVar[dict[str, Any]] = {"tau": 500}
+
+    @classmethod
+    def build(cls, params: NullPrefixParams, context: MethodContext) -> "NullPrefixSwitching":
+        null_condition_refusal(cls.name, context.model)
+        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps))
+
+    @classmethod
+    def check_model(cls, params: NullPrefixParams, num_train_timesteps: int, where: str) -> None:
+        resolve_tau(params.tau, num_train_timesteps)
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        value = requested if t <= self.tau else torch.full_like(requested, k)
+        return one_hot(value, k + 1)
+
+    def params(self) -> dict[str, Any]:
+        return {"tau": self.tau}
+
+
+@dataclass(frozen=True)
+class SemanticParams:
+    """SEGA's edit parameters (Brack et al. 2023); defaults are SEGA's published example settings."""
+
+    edit_scale: float = 4.0  # s_e >= 0; 0 is conditional sampling
+    warmup_steps: int = 10  # visited steps before the edit is applied (its momentum builds from step 0)
+    threshold: float = 0.95  # lambda in [0, 1): only entries with |edit| at or above this quantile are kept
+    momentum_scale: float = 0.3  # s_m >= 0
+    momentum_beta: float = 0.6  # beta_m in [0, 1)
+
+    def validate(self, where: str) -> None:
+        if self.edit_scale < 0:
+            raise FairbenchError(f"{where}.edit_scale must be non-negative, got {self.edit_scale}")
+        if self.warmup_steps < 0:
+            raise FairbenchError(f"{where}.warmup_steps must be non-negative, got {self.warmup_steps}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise FairbenchError(f"{where}.threshold must be in [0, 1), got {self.threshold}")
+        if self.momentum_scale < 0:
+            raise FairbenchError(f"{where}.momentum_scale must be non-negative, got {self.momentum_scale}")
+        if not 0.0 <= self.momentum_beta < 1.0:
+            raise FairbenchError(f"{where}.momentum_beta must be in [0, 1), got {self.momentum_beta}")
+
+
+@dataclass(frozen=True)
+class SemanticGuidance(Method):
+    """Fair Diffusion (Friedrich et al. 2023): semantic guidance toward a value drawn per sample.
+
+    Sample i keeps its request ``a`` as the condition and draws a value ``b`` uniformly from
+    the k values (seed ``(seed, i)``, the stream `random_condition` draws from, so both draw
+    the same value). At visited step ``i`` the SEGA edit (Brack et al. 2023) toward ``b``,
+    relative to the request, is
+
+        psi_i = s_e (eps(x_t, t, b) - eps(x_t, t, a)),
+        gamma_i = psi_i * [|psi_i| >= q_lambda(|psi_i|)] + s_m nu_i,
+        nu_{i+1} = beta_m nu_i + (1 - beta_m) gamma_i,     nu_0 = 0,
+
+    with ``q_lambda`` the lambda-quantile of ``|psi|`` per sample and channel (per sample
+    for vectors), and the prediction becomes ``eps + gamma_i`` from step ``warmup_steps``
+    on (the momentum builds during the warm-up). ``psi`` is zero when ``b = a``. Fair
+    Diffusion adds two SEGA concepts, toward ``b`` and away from ``a``, each relative to the
+    unconditional prediction, with equal scales: their sum is ``eps_b - eps_a``; fairbench
+    thresholds that sum once instead of each concept separately. On a CFG pipeline ``eps``
+    is the guided prediction, so ``psi = s_e g (text_b - text_a)``: s_e here is SEGA's
+    scale divided by the CFG scale ``g``. Cost: one extra model evaluation per sample and
+    step (``eps`` under ``b``; under CFG a UNet call on both halves). ``edit_scale = 0`` is
+    conditional sampling.
+
+    The sampler is given the code ``a + k b`` per sample (`assign`); `weights` and `final`
+    read ``a`` and ``b`` back from it.
+    """
+
+    edit_scale: float = 4.0
+    warmup_steps: int = 10
+    threshold: float = 0.95
+    momentum_scale: float = 0.3
+    momentum_beta: float = 0.6
+    model: Denoiser | None = field(default=None, compare=False, repr=False)
+    # The running trajectory's step count and momentum (reset when t stops decreasing).
+    trajectory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    name: ClassVar[str] = "semantic_guidance"
+    Params: ClassVar[type] = SemanticParams
+    sweepable: ClassVar[tuple[str, ...]] = ("edit_scale",)
+    example: ClassVar[dict[str, Any]] = {"edit_scale": 4.0, "warmup_steps": 1}
+    final_rule: ClassVar[str] = "the drawn value the edit pushes toward (the request when edit_scale = 0)"
+    correction_nfe: ClassVar[int] = 1
+
+    @classmethod
+    def build(cls, params: SemanticParams, context: MethodContext) -> "SemanticGuidance":
+        return cls(**vars(params), model=context.model)
+
+    def assign(self, requested: torch.Tensor, k: int, seed: int, indices: Sequence[int]) -> torch.Tensor:
+        return requested + k * RandomCondition().assign(requested, k, seed, indices)
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return one_hot(requested % k, k)
+
+    def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return requested // k if self.edit_scale > 0 else requested % k
+
+    def correct(self, eps: torch.Tensor, x: torch.Tensor, t: int, abar_t: float, requested: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            raise FairbenchError("semantic_guidance needs the run's model")
+        k = self.model.num_attributes
+        request, drawn = requested % k, requested // k
+        state = self.trajectory
+        if "t" not in state or t >= state["t"]:  # a new trajectory starts at the largest timestep
+            state.clear()
+            state.update(step=0, momentum=torch.zeros_like(eps))
+        with torch.no_grad():
+            edit = self.edit_scale * (self.model.eps(x, t, one_hot(drawn, k)) - eps)
+        edit = torch.where((drawn != request).view(-1, *[1] * (eps.ndim - 1)).to(edit.device), edit, torch.zeros_like(edit))
+        flat = edit.flatten(start_dim=min(2, edit.ndim - 1))  # [B, C, pixels] for images, [B, d] for vectors
+        magnitude = flat.abs() if flat.dtype in (torch.float32, torch.float64) else flat.abs().float()
+        cut = torch.quantile(magnitude, self.threshold, dim=-1, keepdim=True)
+        edit = torch.where(magnitude >= cut, flat, torch.zeros_like(flat)).view_as(edit)
+        edit = edit + self.momentum_scale * state["momentum"]
+        state["momentum"] = self.momentum_beta * state["momentum"] + (1.0 - self.momentum_beta) * edit
+        step, state["step"], state["t"] = state["step"], state["step"] + 1, t
+        return eps + edit if step >= self.warmup_steps else eps
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "edit_scale": self.edit_scale, "warmup_steps": self.warmup_steps, "threshold": self.threshold,
+            "momentum_scale": self.momentum_scale, "momentum_beta": self.momentum_beta,
+        }
+
+
 METHODS: dict[str, type[Method]] = {
     "conditional": Conditional,
     "attribute_switching": AttributeSwitching,
     "embedding_mixing": EmbeddingMixing,
     "classifier_guidance": ClassifierGuidance,
     "random_condition": RandomCondition,
+    "null_prefix_switching": NullPrefixSwitching,
+    "semantic_guidance": SemanticGuidance,
 }
 
 

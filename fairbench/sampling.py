@@ -1,7 +1,8 @@
 """The one sampling loop: a diffusers scheduler, a model, and a method that picks conditions.
 
 For every visited timestep t: the method gives each sample a condition mixture; the model
-predicts the noise under it; a method with a correction (classifier guidance) adjusts it;
+predicts the noise under it; a method with a correction (classifier guidance, semantic
+guidance) adjusts it;
 the scheduler takes its ordinary step. Nothing else differs between methods.
 """
 
@@ -64,8 +65,11 @@ def denoise(
             eps = model.eps(model_input, t, weights)
         nfe += len(x)
         if correct is not None:
-            eps = correct(eps, model_input, t, float(abar[t]))
-            classifier_evals += len(x)
+            eps = correct(eps, model_input, t, float(abar[t]), requested)
+            if method.correction_nfe:  # a correction that calls the model is counted as model evaluations
+                nfe += method.correction_nfe * len(x)
+            else:
+                classifier_evals += len(x)
         if not torch.isfinite(eps).all():
             raise NumericalFault(
                 f"non-finite noise prediction from the model at step {index} (t={t}) "

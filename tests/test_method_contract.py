@@ -115,8 +115,11 @@ def test_nfe_counts_the_model_evaluations(name, setup):
     method = built(name, setup, counting)
     out = run(method, counting, batch_size=3)
     assert out.nfe == counting.rows > 0
-    guided = getattr(method, "correct", None) is not None
-    assert out.classifier_evals == (counting.rows if guided else 0)
+    # A correction is a classifier's (counted per sample and step) unless it calls the model,
+    # whose extra evaluations the counting model has seen and the NFE above includes.
+    classified = getattr(method, "correct", None) is not None and not method.correction_nfe
+    assert out.classifier_evals == (counting.rows if classified else 0)
+    assert counting.rows == 8 * STEPS * (1 + method.correction_nfe)
 
 
 @pytest.mark.parametrize("name", NAMES)

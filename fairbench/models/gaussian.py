@@ -7,6 +7,10 @@ exact noise prediction (the posterior mean of the noise) is
     eps*(x, t, a) = sqrt(1 - abar_t) (x - sqrt(abar_t) mu_a) / v_t.
 
 A condition mixture ``w`` (embedding mixing) conditions on the mixed mean ``w @ mu``.
+A ``k + 1``-th column is the null condition, the exact unconditional noise prediction of the
+mixture with a uniform prior, ``eps*(x, t) = sum_a p(a | x_t) eps*(x, t, a)`` (the mixture's
+score is the posterior-weighted sum of the components' scores); a row ``w`` then predicts
+``sum_a w_a eps*(x, t, a) + w_null eps*(x, t)``.
 
 Under DDIM (eta = 0) every step is affine in x, so the output of any condition schedule is
 ``N(m, A^2 I)`` with scalar ``A`` shared by all schedules; for two schedules with outputs
@@ -69,9 +73,16 @@ class GaussianModel:
         abar = float(self.alphas_cumprod[t])
         return abar, abar * self.std**2 + 1.0 - abar
 
+    has_null_condition = True  # column k of a condition mixture: the exact unconditional model
+
     def eps(self, x: torch.Tensor, t: int, weights: torch.Tensor) -> torch.Tensor:
         abar, var = self._marginal(int(t))
-        mu = weights.to(self.means) @ self.means
+        k = self.num_attributes
+        weights = weights.to(self.means)
+        mu = weights[:, :k] @ self.means
+        if weights.shape[1] > k:  # the null column: the posterior mean of mu under a uniform prior
+            posterior = ExactPosterior(self).log_prob(x, t).exp().to(self.means)
+            mu = mu + weights[:, k : k + 1] * (posterior @ self.means)
         return math.sqrt(1.0 - abar) * (x - math.sqrt(abar) * mu.to(x)) / var
 
     def guidance_classifier(self) -> "ExactPosterior":
@@ -198,8 +209,8 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
 
     ``tv_exact``: the exact max pairwise TV between requested groups, the quantity
     ``epsilon`` estimates from below. Not given for a corrected method (the correction
-    depends on x) nor for one that assigns its own conditions (each group's law is then a
-    mixture, not one Gaussian).
+    depends on x), for one that assigns its own conditions (each group's law is then a
+    mixture, not one Gaussian), nor for one that uses the null condition (not affine in x).
     """
     if scheduler_name != "ddim" or any(getattr(method, hook, None) is not None for hook in ("correct", "assign")):
         return {}
@@ -209,6 +220,8 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
     for a in range(k):
         requested = torch.tensor([a])
         schedule = [method.weights(t, requested, k)[0].to(torch.float64) for t in timesteps]
-        laws.append(ddim_output(model, steps, schedule))
+        if any(len(w) > k and w[k:].any() for w in schedule):
+            return {}  # the null condition is not affine in x: no closed form
+        laws.append(ddim_output(model, steps, [w[:k] for w in schedule]))
     tv = max(gaussian_tv(laws[a], laws[b]) for a in range(k) for b in range(a + 1, k))
     return {"tv_exact": tv}

@@ -5,8 +5,10 @@ its root or under ``unet/``) or a hub id; without `path`, a UNet is trained on t
 ``[dataset]``'s train split (`fairbench.train`) and cached. With a ``[dataset]``, the kind
 also provides the judge, the guidance classifier and the real test split for the metrics.
 
-Conditions: class label a = sensitive value a (``num_class_embeds >= k``; a trained null
-class, if any, is label k). One-hot weights take the UNet's standard path
+Conditions: class label a = sensitive value a (``num_class_embeds >= k``). A UNet with
+exactly ``k + 1`` class embeddings (what ``fairbench train`` writes with
+``[model.unet] null_class = true``) has a null class, label k, which is the column k of a
+condition mixture; a UNet with k embeddings has no null condition. One-hot weights take the UNet's standard path
 (``class_labels``); any other mixture ``w`` ([B, k]) replaces the class embedding by
 ``w @ E[:k]`` through a forward hook on ``unet.class_embedding``, so the UNet's own forward
 runs unchanged (embedding mixing).
@@ -56,6 +58,11 @@ class UNetDenoiser:
     def num_attributes(self) -> int:
         return len(self.attribute_names)
 
+    @property
+    def has_null_condition(self) -> bool:
+        """Whether label k is a null class (exactly k + 1 class embeddings, module docstring)."""
+        return self.unet.config.num_class_embeds == self.num_attributes + 1
+
     def scheduler_config(self) -> dict[str, Any]:
         return dict(self.schedule)
 
@@ -66,7 +73,7 @@ class UNetDenoiser:
         if labels is not None:
             return self.unet(x, timesteps, class_labels=labels.to(x.device)).sample
         embedding = self.unet.class_embedding
-        mixed = weights.to(embedding.weight) @ embedding.weight[: self.num_attributes]
+        mixed = weights.to(embedding.weight) @ embedding.weight[: weights.shape[1]]
         # The hook's return value replaces the embedding lookup; labels only make it run.
         handle = embedding.register_forward_hook(lambda module, inputs, output: mixed.to(output))
         try:

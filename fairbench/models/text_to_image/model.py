@@ -77,6 +77,11 @@ class TextToImageModel:
         return len(self.prompts)
 
     @property
+    def has_null_condition(self) -> bool:
+        """Whether a neutral prompt gives the condition mixtures a column k."""
+        return self.neutral_prompt is not None
+
+    @property
     def cfg(self) -> bool:
         """Whether the pipeline runs classifier-free guidance (its own rule: scale > 1)."""
         return self.guidance_scale > 1.0

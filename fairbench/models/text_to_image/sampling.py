@@ -6,7 +6,7 @@
   pipeline holds ``cat([negative, conditional])`` and only the conditional half is replaced.
   Attribute switching thus swaps the prompt at the first step with ``t <= tau``, at no extra
   model evaluation.
-- Classifier guidance: the callback cannot change the noise prediction of a step (it runs
+- Corrections (classifier guidance; semantic guidance, which calls the model again): the callback cannot change the noise prediction of a step (it runs
   after the step has used it), and shifting the stepped latents instead is exact only for
   single-step schedulers. The correction is therefore applied where the prediction is made:
   a forward hook on the UNet adds ``delta = -w sqrt(1 - abar_t) grad_x sum_a (1/k) log
@@ -46,18 +46,39 @@ class _UNetCalls:
         self.calls += 1
 
 
-def _guidance_hook(model: TextToImageModel, method, batch: int, counter: list[int]):
-    """Forward hook adding the classifier-guidance correction to both CFG halves (module docstring)."""
+def _guidance_hook(model: TextToImageModel, method, batch: int, requested: torch.Tensor, counter: list[int]):
+    """Forward hook adding a method's correction to both CFG halves (module docstring).
+
+    A classifier's correction is additive and independent of the prediction, so it is taken
+    as ``correct(0)``. A correction that calls the model (``method.correction_nfe > 0``)
+    gets this step's guided prediction and adds ``correct(eps) - eps``; its own UNet calls
+    pass through this hook unchanged (and are counted as model evaluations by the caller).
+    """
     abar = model.pipe.scheduler.alphas_cumprod
+    busy = [False]
 
     def hook(module, args, kwargs, output):
+        if busy[0]:
+            return output
         x = args[0] if args else kwargs["sample"]
         t = int(args[1] if len(args) > 1 else kwargs["timestep"])
         sample = output[0] if isinstance(output, tuple) else output.sample
         x_t = x[-batch:]  # both CFG halves share the latents
-        zero = torch.zeros_like(sample[-batch:])
-        delta = method.correct(zero, x_t, t, float(abar[t]))  # = correct(eps) - eps, exactly
-        counter[0] += batch
+        if method.correction_nfe:
+            if model.cfg:
+                uncond, text = sample.chunk(2)
+                eps = uncond + model.guidance_scale * (text - uncond)
+            else:
+                eps = sample
+            busy[0] = True
+            try:
+                delta = method.correct(eps, x_t, t, float(abar[t]), requested) - eps
+            finally:
+                busy[0] = False
+        else:
+            zero = torch.zeros_like(sample[-batch:])
+            delta = method.correct(zero, x_t, t, float(abar[t]), requested)  # = correct(eps) - eps, exactly
+            counter[0] += batch
         guided = sample + (torch.cat([delta] * (len(sample) // batch)))
         if isinstance(output, tuple):
             return (guided, *output[1:])
@@ -97,7 +118,7 @@ def sample_pipeline(
     prediction = model.scheduler_config()["prediction_type"]
     guided = getattr(method, "correct", None) is not None
     if guided and prediction != "epsilon":
-        raise FairbenchError(f"classifier_guidance needs an epsilon-prediction model; this pipeline predicts {prediction!r}")
+        raise FairbenchError(f"{method.name} needs an epsilon-prediction model; this pipeline predicts {prediction!r}")
     outputs, nfe, classifier_evals = [], 0, [0]
     start = time.perf_counter()
     for lo in range(0, len(requested), batch_size):
@@ -127,7 +148,7 @@ def sample_pipeline(
         counter = _UNetCalls()
         hooks = [pipe.unet.register_forward_pre_hook(counter)]
         if guided:
-            hooks.append(pipe.unet.register_forward_hook(_guidance_hook(model, method, size, classifier_evals), with_kwargs=True))
+            hooks.append(pipe.unet.register_forward_hook(_guidance_hook(model, method, size, wanted, classifier_evals), with_kwargs=True))
         try:
             result = pipe(
                 **model.family.call_kwargs(cond, model.negative_rows(size)),
