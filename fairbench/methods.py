@@ -458,6 +458,59 @@ class SemanticGuidance(Method):
         }
 
 
+@dataclass(frozen=True)
+class QueuingParams:
+    """``tau``: the switch from the base to the attribute prompt; ``amplification``: attention factor c."""
+
+    tau: int | float
+    amplification: float = 1.0  # c > 0 on the attribute tokens' cross-attention after the switch; 1 is none
+
+    def validate(self, where: str) -> None:
+        if not (self.amplification > 0 and math.isfinite(self.amplification)):
+            raise FairbenchError(f"{where}.amplification must be a positive number, got {self.amplification}")
+
+
+@dataclass(frozen=True)
+class PromptQueuing(NullPrefixSwitching):
+    """FairQueue's prompt queuing (Teo et al., NeurIPS 2024), with its attention amplification.
+
+    The base prompt (the model's neutral prompt) while ``t > tau``, the attribute prompt of
+    the request while ``t <= tau``; after the switch the cross-attention probabilities of the
+    attribute tokens (those of the attribute prompt that the base prompt lacks) are
+    multiplied by ``amplification`` (c) in the conditional half of every cross-attention
+    layer (`fairbench.models.text_to_image.attention`). FairQueue queues a base prompt before
+    ITI-GEN's learned inclusive prompt and amplifies the inclusive tokens; fairbench's
+    attribute prompts are plain text, so its attribute tokens are words.
+
+    How it relates to the other switches: attribute switching goes from one attribute value
+    to another (``s0 -> s1``, the request's details come from ``s1``); null-prefix switching
+    and prompt queuing go from no attribute to the request. With ``amplification = 1`` prompt
+    queuing *is* null-prefix switching on a text-to-image model (the same schedule, bitwise);
+    the amplification is what FairQueue adds. Amplification needs prompt tokens, so only
+    text-to-image models take ``amplification != 1``, and only through the pipeline's own
+    call (the runner's path for text-to-image). No extra model evaluation.
+    """
+
+    amplification: float = 1.0
+    name: ClassVar[str] = "prompt_queuing"
+    Params: ClassVar[type] = QueuingParams
+    sweepable: ClassVar[tuple[str, ...]] = ("tau", "amplification")
+    example: ClassVar[dict[str, Any]] = {"tau": 500}
+
+    @classmethod
+    def build(cls, params: QueuingParams, context: MethodContext) -> "PromptQueuing":
+        null_condition_refusal(cls.name, context.model)
+        if params.amplification != 1.0 and not hasattr(context.model, "token_scale"):
+            raise FairbenchError(
+                f"{cls.name}.amplification = {params.amplification} needs prompt tokens to amplify "
+                "(a text-to-image model); this model has none, so leave amplification at 1"
+            )
+        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), amplification=params.amplification)
+
+    def params(self) -> dict[str, Any]:
+        return {"tau": self.tau, "amplification": self.amplification}
+
+
 METHODS: dict[str, type[Method]] = {
     "conditional": Conditional,
     "attribute_switching": AttributeSwitching,
@@ -466,6 +519,7 @@ METHODS: dict[str, type[Method]] = {
     "random_condition": RandomCondition,
     "null_prefix_switching": NullPrefixSwitching,
     "semantic_guidance": SemanticGuidance,
+    "prompt_queuing": PromptQueuing,
 }
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -33,6 +34,7 @@ from ...errors import FairbenchError, NumericalFault
 from ...noise import STEPS, generators, initial_noise
 from ...sampling import SampleOutput
 from ...schedulers import make_scheduler, visited_timesteps
+from .attention import amplified_cross_attention
 from .model import TextToImageModel
 
 
@@ -119,6 +121,19 @@ def sample_pipeline(
     guided = getattr(method, "correct", None) is not None
     if guided and prediction != "epsilon":
         raise FairbenchError(f"{method.name} needs an epsilon-prediction model; this pipeline predicts {prediction!r}")
+    # Prompt queuing's attention amplification: factors on the attribute tokens of the value
+    # each sample conditions on (`TextToImageModel.token_scale`), set with every condition.
+    amplification = float(getattr(method, "amplification", 1.0))
+    set_scale = None
+
+    def amplify(weights: torch.Tensor) -> None:
+        if set_scale is None:
+            return
+        scale = model.token_scale(weights, amplification)
+        if scale is not None and model.cfg:  # the negative half is never amplified
+            scale = torch.cat([torch.ones_like(scale), scale])
+        set_scale(scale)
+
     outputs, nfe, classifier_evals = [], 0, [0]
     start = time.perf_counter()
     for lo in range(0, len(requested), batch_size):
@@ -138,6 +153,7 @@ def sample_pipeline(
             if torch.equal(weights, current[0]):
                 return {}
             current[0] = weights
+            amplify(weights)
             updates = {}
             for name, value in model.condition(weights).items():
                 key = model.family.callback_tensors[name]
@@ -149,20 +165,25 @@ def sample_pipeline(
         hooks = [pipe.unet.register_forward_pre_hook(counter)]
         if guided:
             hooks.append(pipe.unet.register_forward_hook(_guidance_hook(model, method, size, wanted, classifier_evals), with_kwargs=True))
+        amplifying = amplified_cross_attention(pipe.unet) if amplification != 1.0 else nullcontext()
         try:
-            result = pipe(
-                **model.family.call_kwargs(cond, model.negative_rows(size)),
-                latents=initial_noise(seed, batch, model.sample_shape, dtype=model.dtype).to(model.device),
-                generator=generators(seed, batch, STEPS),
-                num_inference_steps=steps,
-                guidance_scale=model.guidance_scale,
-                height=model.height,
-                width=model.width,
-                output_type="latent" if output == "latent" else "pt",
-                callback_on_step_end=on_step_end,
-                callback_on_step_end_tensor_inputs=list(model.family.callback_tensors.values()),
-            )
+            with amplifying as setter:
+                set_scale = setter
+                amplify(current[0])
+                result = pipe(
+                    **model.family.call_kwargs(cond, model.negative_rows(size)),
+                    latents=initial_noise(seed, batch, model.sample_shape, dtype=model.dtype).to(model.device),
+                    generator=generators(seed, batch, STEPS),
+                    num_inference_steps=steps,
+                    guidance_scale=model.guidance_scale,
+                    height=model.height,
+                    width=model.width,
+                    output_type="latent" if output == "latent" else "pt",
+                    callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=list(model.family.callback_tensors.values()),
+                )
         finally:
+            set_scale = None
             for hook in hooks:
                 hook.remove()
         images = result.images.float().cpu()
