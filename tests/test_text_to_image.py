@@ -332,9 +332,13 @@ def test_the_sd15_baseline_is_the_papers_setting():
     config = load_config(Path(__file__).resolve().parents[1] / "baselines" / "sd15-gender.toml")
     spec = config.model_spec()
     assert spec.kind == "text_to_image" and spec.prompts == PROMPTS
-    taus = [m.tau for m in config.methods if m.name == "attribute_switching" and isinstance(m.tau, int)]
+    taus = [m.params["tau"] for m in config.methods if m.name == "attribute_switching" and isinstance(m.params["tau"], int)]
     assert taus == list(range(650, 901, 50))
-    assert {m.name for m in config.methods} == {"conditional", "attribute_switching", "embedding_mixing", "classifier_guidance"}
+    assert {m.name for m in config.methods} == {
+        "conditional", "attribute_switching", "embedding_mixing", "classifier_guidance",
+        "null_prefix_switching", "prompt_queuing", "semantic_guidance",
+    }
+    assert spec.neutral_prompt is not None  # the null condition of null-prefix switching and prompt queuing
 
 
 def test_the_latent_guidance_classifier_learns_a_separable_attribute():
