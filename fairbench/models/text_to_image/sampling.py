@@ -16,6 +16,10 @@
   UNet's (scaled) latent input and ``p_phi`` a noise-aware classifier on latents
   (`fairbench.models.text_to_image.guidance`), a different network from the judge.
 
+- Prompt queuing's attention amplification: for the call, every cross-attention layer gets
+  a processor (`fairbench.models.text_to_image.attention`) whose per-token factors are set
+  with each step's condition; steps without amplified tokens run the layer's own processor.
+
 The pipeline is always run with fairbench's scheduler (`fairbench.schedulers.make_scheduler`
 over the pipeline's own noise schedule), so this path and the shared loop on
 `TextToImageModel` visit the same timesteps.
