@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import FairbenchError, lookup, suggest
 from .methods import METHODS, Method, method_class
+from .datasets import dataset_spec
 from .metrics.suite import SuiteOptions
 from .models import model_spec
 from .schedulers import SCHEDULERS
@@ -267,7 +268,11 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise FairbenchError(f"{source}: methods with the same label {duplicates[0]!r}; give each a distinct 'label'")
-    model = config.model_spec()  # validate the model table now, before any work
+    model = config.model_spec()  # validate the model and dataset tables now, before any work
+    if config.dataset is not None:
+        dataset_spec(config.dataset)
+        if not getattr(model, "takes_dataset", False):
+            raise FairbenchError(f"{source}: the {model.kind} model kind takes no [dataset]")
     if hasattr(model, "num_train_timesteps"):
         config.check_methods(model.num_train_timesteps)
     return config

@@ -20,6 +20,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .html_report import grid_filename
+from .shards import ShardedSamples
+
 PER_GROUP = 32  # samples shown per requested group
 COLUMNS = 16
 
@@ -86,9 +89,6 @@ def write_figures(out_dir: Path, runs: list[tuple[str, dict, tuple[str, ...]]]) 
     method). Sample grids go to ``figures/<grid_filename(label)>``; all tau searches to
     ``figures/tau_search.png``.
     """
-    from .html_report import grid_filename
-    from .shards import ShardedSamples
-
     folder = Path(out_dir) / "figures"
     paths, searches = [], []
     for label, record, names in runs:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .leaderboard import _fmt, leaderboard_frame
+from .leaderboard import _fmt, base_name, leaderboard_frame
 from .metrics import METRICS
 from .records import atomic_write_text, read_records
 
@@ -216,8 +216,6 @@ def tradeoff_plots(frame: pd.DataFrame, *, fairness: str = FAIRNESS_METRIC, qual
 
     FIDs computed on different features are not comparable, so they never share a plot.
     """
-    from .leaderboard import base_name
-
     columns = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean") and base_name(c[: -len("_mean")]) == quality]
     if len(columns) <= 1:
         return tradeoff_html(frame, fairness=fairness, quality=columns[0] if columns else quality)

@@ -41,8 +41,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from diffusers.models.embeddings import get_timestep_embedding
 
 from ..errors import FairbenchError, NumericalFault, lookup
+from ..methods import Conditional
 from ..noise import STEPS, generators, initial_noise
 from ..sampling import SampleOutput
 from ..schedulers import BETA_SCHEDULES, make_scheduler, visited_timesteps
@@ -451,8 +453,6 @@ class LatentClassifier(torch.nn.Module):
         self.width = width
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        from diffusers.models.embeddings import get_timestep_embedding
-
         shift, scale = self.time(get_timestep_embedding(t.float(), self.width)).chunk(2, dim=1)
         h = self.down1(self.stem(x))
         h = self.down2(h) * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
@@ -506,8 +506,6 @@ def guidance_from_own_samples(model: TextToImageModel, *, samples_per_value: int
     sampling (DDIM, `GUIDANCE_DATA_STEPS` steps, noise indices from 2**40 on, disjoint from
     any benchmark's 0..N-1), then `train_latent_classifier`.
     """
-    from ..methods import Conditional
-
     k = model.num_attributes
     labels = torch.arange(samples_per_value * k) % k
     offset = 1 << 40  # noise indices no benchmark uses
