@@ -120,21 +120,11 @@ def parse_method(table: Any, where: str) -> MethodSpec:
 
 
 @dataclass(frozen=True)
-class MetricsSpec:
-    """``[metrics]``: settings of the measurements (see `fairbench.metrics.suite.SuiteOptions`)."""
+class MetricsSpec(SuiteOptions):
+    """``[metrics]``: the measurement settings, the fields of `fairbench.metrics.suite.SuiteOptions`."""
 
-    epsilon_folds: int = 5
-    confidence: float = 0.95
-    bootstrap: int = 1000
-    fid_features: str = "auto"
-    fid_backend: str = "clean-fid"
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    utility_target: str = "target"
-    feature_batch_size: int = 256
-
-    def validate(self, where: str) -> None:
-        SuiteOptions.from_config(self).validate(where)
+    def validate(self, where: str = "metrics") -> None:
+        super().validate(where)
         if self.epsilon_folds < 2:
             raise FairbenchError(f"{where}.epsilon_folds must be at least 2, got {self.epsilon_folds}")
         if not 0.5 <= self.confidence < 1.0:
