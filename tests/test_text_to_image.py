@@ -276,7 +276,9 @@ def test_fairbench_run_writes_records_and_a_leaderboard(folders, tmp_path):
                ("attribute_switching", {"tau": "direct"}), ("embedding_mixing", {"weight": 0.5}),
                ("classifier_guidance", {"scale": 2.0})]
     for index, (name, params) in enumerate(methods):
-        lines += ["", "[[methods]]", f'name = "{name}"', f'label = "m{index}"', "search_batch_size = 2"]
+        lines += ["", "[[methods]]", f'name = "{name}"', f'label = "m{index}"']
+        if isinstance(params.get("tau"), str):
+            lines += ["search_batch_size = 2"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in params.items()]
     config = tmp_path / "tiny.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -332,7 +334,7 @@ def test_the_sd15_baseline_is_the_papers_setting():
     config = load_config(Path(__file__).resolve().parents[1] / "baselines" / "sd15-gender.toml")
     spec = config.model_spec()
     assert spec.kind == "text_to_image" and spec.prompts == PROMPTS
-    taus = [m.tau for m in config.methods if m.name == "attribute_switching" and isinstance(m.tau, int)]
+    taus = [m.params["tau"] for m in config.methods if m.name == "attribute_switching" and isinstance(m.params["tau"], int)]
     assert taus == list(range(650, 901, 50))
     assert {m.name for m in config.methods} == {"conditional", "attribute_switching", "embedding_mixing", "classifier_guidance"}
 
