@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 
 from ..errors import FairbenchError, lookup
-from ..schedulers import BETA_SCHEDULES, make_scheduler
+from ..schedulers import BETA_SCHEDULES, build_scheduler, make_scheduler
 from .base import RealData, Setup
 
 
@@ -117,8 +117,7 @@ def ddim_coefficients(model: GaussianModel, steps: int) -> tuple[list[int], torc
     conditions on. ``abar'`` follows diffusers' DDIM: ``abar_{t - T // steps}``, and 1 past
     the end. Returns the visited timesteps, ``g`` (one weight per step) and ``A``.
     """
-    scheduler = make_scheduler("ddim", **model.scheduler_config())
-    scheduler.set_timesteps(steps)
+    scheduler = build_scheduler("ddim", model, steps)
     timesteps = [int(t) for t in scheduler.timesteps]
     stride = model.num_train_timesteps // steps
     gains, offsets = [], []
