@@ -17,6 +17,7 @@ from typing import Any
 
 from .errors import FairbenchError, lookup, suggest
 from .methods import METHODS, Method, method_class
+from .datasets import dataset_spec
 from .metrics.suite import SuiteOptions
 from .models import model_spec
 from .schedulers import SCHEDULERS
@@ -119,21 +120,11 @@ def parse_method(table: Any, where: str) -> MethodSpec:
 
 
 @dataclass(frozen=True)
-class MetricsSpec:
-    """``[metrics]``: settings of the measurements (see `fairbench.metrics.suite.SuiteOptions`)."""
+class MetricsSpec(SuiteOptions):
+    """``[metrics]``: the measurement settings, the fields of `fairbench.metrics.suite.SuiteOptions`."""
 
-    epsilon_folds: int = 5
-    confidence: float = 0.95
-    bootstrap: int = 1000
-    fid_features: str = "auto"
-    fid_backend: str = "clean-fid"
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    utility_target: str = "target"
-    feature_batch_size: int = 256
-
-    def validate(self, where: str) -> None:
-        SuiteOptions.from_config(self).validate(where)
+    def validate(self, where: str = "metrics") -> None:
+        super().validate(where)
         if self.epsilon_folds < 2:
             raise FairbenchError(f"{where}.epsilon_folds must be at least 2, got {self.epsilon_folds}")
         if not 0.5 <= self.confidence < 1.0:
@@ -267,7 +258,11 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise FairbenchError(f"{source}: methods with the same label {duplicates[0]!r}; give each a distinct 'label'")
-    model = config.model_spec()  # validate the model table now, before any work
+    model = config.model_spec()  # validate the model and dataset tables now, before any work
+    if config.dataset is not None:
+        dataset_spec(config.dataset)
+        if not getattr(model, "takes_dataset", False):
+            raise FairbenchError(f"{source}: the {model.kind} model kind takes no [dataset]")
     if hasattr(model, "num_train_timesteps"):
         config.check_methods(model.num_train_timesteps)
     return config

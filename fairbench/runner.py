@@ -34,7 +34,7 @@ from .methods import MethodContext, assigned
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
-from .records import atomic_write_text, make_record, provenance, read_json, record_path, spec_hash, write_record
+from .records import Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, spec_hash, write_record
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
 from .tau_search import TauSearchResult, search_tau
@@ -157,7 +157,7 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     )
 
 
-def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> dict:
+def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
     """One job: resolve tau (searching if asked), sample in shards, measure; returns the record."""
     config, spec = job.config, job.method
     searches: list[TauSearchResult] = []
@@ -211,12 +211,12 @@ def _job_lock(out_dir: Path, job: Job):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[dict, bool]:
+def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[Record, bool]:
     """Run a job unless its record exists; returns (record, whether it was computed now)."""
     path = record_path(out_dir, job.key)
     with _job_lock(out_dir, job):
         if path.exists():
-            return read_json(path), False
+            return read_record(path), False
         record = run_cell(job, setup, out_dir, device=device)
         write_record(out_dir, record)
         return record, True
@@ -243,7 +243,7 @@ class SetupCache:
 
 def run_local(
     jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], setups: SetupCache | None = None
-) -> list[dict]:
+) -> list[Record]:
     setups = setups or SetupCache(device)
     records = []
     for job in jobs:
@@ -271,7 +271,7 @@ def _ray_task(job: Job, out_dir: str, device: str) -> tuple[dict, bool]:
     return execute_job(job, _RAY_SETUPS(job.config), Path(out_dir), device=device)
 
 
-def run_ray(jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], **_) -> list[dict]:
+def run_ray(jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], **_) -> list[Record]:
     """Run jobs as Ray tasks: on a local cluster, or on the cluster `ray.init` connects to.
 
     The output directory must be shared by every node (a network file system on a cluster).
@@ -299,7 +299,7 @@ EXECUTORS = {"local": run_local, "ray": run_ray}
 
 def run_benchmark(
     configs: Config | list[Config], out_dir: Path, *, device: str = "cpu", executor: str = "local", log=None
-) -> list[dict]:
+) -> list[Record]:
     """Run every job of the grid (finished ones are reused) and write the leaderboard."""
     log = log or (lambda message: print(message, file=sys.stderr))
     configs = [configs] if isinstance(configs, Config) else list(configs)

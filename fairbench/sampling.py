@@ -8,6 +8,7 @@ the scheduler takes its ordinary step. Nothing else differs between methods.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from .errors import NumericalFault
 from .models.base import Denoiser
 from .noise import STEPS, generators, initial_noise
-from .schedulers import make_scheduler
+from .schedulers import build_scheduler
 
 
 @dataclass
@@ -32,7 +33,7 @@ class SampleOutput:
 
 def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
     kwargs = {"generator": gens}
-    if type(scheduler).__name__ == "DDIMScheduler":
+    if "eta" in inspect.signature(scheduler.step).parameters:  # DDIM's step: eta = 0, deterministic
         kwargs["eta"] = 0.0
     return kwargs
 
@@ -49,8 +50,7 @@ def denoise(
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, int, int]:
     """Run one batch from `noise` to samples; returns (samples, nfe, classifier evaluations)."""
-    scheduler = make_scheduler(scheduler_name, **model.scheduler_config())
-    scheduler.set_timesteps(steps)
+    scheduler = build_scheduler(scheduler_name, model, steps)
     abar = scheduler.alphas_cumprod
     k = model.num_attributes
     x = noise * scheduler.init_noise_sigma

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -275,8 +276,6 @@ def fit(
 
 def build_unet(spec: UNetTraining, sample_shape: tuple[int, int, int], num_classes: int):
     """A fresh class-conditional ``UNet2DModel`` for images of `sample_shape` = (C, H, W)."""
-    from diffusers import UNet2DModel
-
     channels, height, width = sample_shape
     levels = len(spec.block_out_channels)
     if height != width or height % 2 ** (levels - 1):
@@ -337,8 +336,6 @@ def train_unet(data: LabelledImages, spec: UNetTraining, *, device: str, directo
 
 def save_unet(unet, schedule: dict[str, Any], folder: Path) -> None:
     """A diffusers folder: ``config.json``, safetensors weights and ``scheduler_config.json``."""
-    from diffusers import DDPMScheduler
-
     unet.save_pretrained(folder, safe_serialization=True)
     DDPMScheduler(**schedule).save_config(folder)
 
@@ -465,8 +462,6 @@ def _cached(kind: str, recipe: dict[str, Any], train: Callable[[Path], dict[str,
 
 def cached_unet(data: LabelledImages, spec: UNetTraining, *, device: str) -> Trained:
     """The generator for `data`; ``directory / "unet"`` is its diffusers folder."""
-    from diffusers import UNet2DModel
-
     def train(directory: Path) -> dict[str, Any]:
         train_unet(data, spec, device=device, directory=directory)
         return {"attribute_values": list(data.sensitive_values), "null_class": data.k if spec.null_class else None,

@@ -6,6 +6,7 @@ same samples on any batch split, and the counted model evaluations are the real 
 """
 
 import dataclasses
+from typing import ClassVar
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ import torch
 from fairbench.cli import main
 from fairbench.config import parse_config, parse_method
 from fairbench.errors import FairbenchError
-from fairbench.methods import METHODS, MethodContext, RandomCondition, assigned
+from fairbench.methods import METHODS, Method, MethodContext, RandomCondition, assigned
+from fairbench.models.base import one_hot
 from fairbench.models import model_spec
 from fairbench.runner import Job, run_cell
 from fairbench.sampling import sample
@@ -161,3 +163,39 @@ def test_random_condition_is_fair_where_conditional_is_not(setup, tmp_path):
     # Identical laws: only the estimator's noise remains (about 0.1 at 200 samples per group).
     assert records["random_condition"]["epsilon"] < 0.25
     assert "tv_exact" in records["conditional"] and "tv_exact" not in records["random_condition"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FixedParams:
+    value: int = 0
+
+    def validate(self, where: str) -> None:
+        if self.value < 0:
+            raise FairbenchError(f"{where}.value must be non-negative, got {self.value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Fixed(Method):
+    """Every sample conditioned on one value: defined here and registered, nothing else."""
+
+    value: int = 0
+    name: ClassVar[str] = "fixed_value"
+    Params: ClassVar[type] = _FixedParams
+    sweepable: ClassVar[tuple[str, ...]] = ("value",)
+
+    def weights(self, t, requested, k):
+        return one_hot(torch.full_like(requested, self.value), k)
+
+
+def test_a_method_that_is_only_registered_parses_sweeps_refuses_and_runs(monkeypatch, setup, tmp_path):
+    monkeypatch.setitem(METHODS, "fixed_value", _Fixed)
+    table = config_table("fixed_value", value=[0, 1])
+    config = parse_config(table)
+    assert [m.display for m in config.methods] == ["fixed_value(value=0)", "fixed_value(value=1)"]
+    with pytest.raises(FairbenchError, match=r"methods\[0\]\.value must be non-negative, got -1"):
+        parse_config(config_table("fixed_value", value=-1))
+    with pytest.raises(FairbenchError, match="scale does not apply to method 'fixed_value'"):
+        parse_config(config_table("fixed_value", scale=1.0))
+    record = run_cell(Job(config, 1, seed=0), setup, tmp_path, device="cpu")
+    assert record["spec"]["method"] == {"name": "fixed_value", "value": 1}
+    assert record["metrics"]["tv_exact"] == 0.0  # every request conditioned on the same value

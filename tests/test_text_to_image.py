@@ -276,7 +276,9 @@ def test_fairbench_run_writes_records_and_a_leaderboard(folders, tmp_path):
                ("attribute_switching", {"tau": "direct"}), ("embedding_mixing", {"weight": 0.5}),
                ("classifier_guidance", {"scale": 2.0})]
     for index, (name, params) in enumerate(methods):
-        lines += ["", "[[methods]]", f'name = "{name}"', f'label = "m{index}"', "search_batch_size = 2"]
+        lines += ["", "[[methods]]", f'name = "{name}"', f'label = "m{index}"']
+        if isinstance(params.get("tau"), str):
+            lines += ["search_batch_size = 2"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in params.items()]
     config = tmp_path / "tiny.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")

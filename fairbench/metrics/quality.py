@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import FairbenchError
+from ..errors import FairbenchError, lookup
 from .features import ExtractorModule, FeatureExtractor
 
 Backend = Literal["clean-fid", "torchmetrics"]
@@ -191,8 +191,6 @@ def quality_metrics(
 
     `generated` and `real` are samples in the same space; `extractor` maps both to features.
     """
-    from ..errors import lookup
-
     compute = lookup(QUALITY_BACKENDS, backend, "FID backend")
     if len(generated) < 2 or len(real) < 2:
         raise FairbenchError(f"FID needs at least 2 generated and 2 real samples, got {len(generated)} and {len(real)}")

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-from ..errors import FairbenchError
-from ..schedulers import make_scheduler
+from ..errors import FairbenchError, lookup
+from ..schedulers import BETA_SCHEDULES, build_scheduler, make_scheduler
+from .base import RealData, Setup
 
 
 class GaussianModel:
@@ -126,8 +128,7 @@ def ddim_coefficients(model: GaussianModel, steps: int) -> tuple[list[int], torc
     conditions on. ``abar'`` follows diffusers' DDIM: ``abar_{t - T // steps}``, and 1 past
     the end. Returns the visited timesteps, ``g`` (one weight per step) and ``A``.
     """
-    scheduler = make_scheduler("ddim", **model.scheduler_config())
-    scheduler.set_timesteps(steps)
+    scheduler = build_scheduler("ddim", model, steps)
     timesteps = [int(t) for t in scheduler.timesteps]
     stride = model.num_train_timesteps // steps
     gains, offsets = [], []
@@ -225,3 +226,47 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
         laws.append(ddim_output(model, steps, [w[:k] for w in schedule]))
     tv = max(gaussian_tv(laws[a], laws[b]) for a in range(k) for b in range(a + 1, k))
     return {"tv_exact": tv}
+
+
+@dataclass(frozen=True)
+class GaussianSpec:
+    """``kind = "gaussian"``: the analytic model of METHOD.md."""
+
+    kind: Literal["gaussian"]
+    means: list[list[float]]
+    std: float = 0.5
+    beta_schedule: str = "linear"
+    num_train_timesteps: int = 1000
+    attribute_names: list[str] | None = None
+    n_real: int = 10000  # real reference samples x_0 ~ N(mu_a, std^2 I), balanced over a (FID, KID)
+
+    def validate(self, where: str) -> None:
+        lookup({b: b for b in BETA_SCHEDULES}, self.beta_schedule, f"{where}.beta_schedule")
+        if len(self.means) < 2 or len({len(row) for row in self.means}) != 1 or not self.means[0]:
+            raise FairbenchError(f"{where}.means must be at least 2 rows of equal, non-zero length")
+        if self.std <= 0:
+            raise FairbenchError(f"{where}.std must be positive, got {self.std}")
+        if self.num_train_timesteps < 2:
+            raise FairbenchError(f"{where}.num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
+        if self.attribute_names is not None and len(self.attribute_names) != len(self.means):
+            raise FairbenchError(f"{where}.attribute_names must name {len(self.means)} values, got {len(self.attribute_names)}")
+        if self.n_real < 2:
+            raise FairbenchError(f"{where}.n_real must be at least 2, got {self.n_real}")
+
+    def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
+        model = GaussianModel(
+            self.means,
+            self.std,
+            beta_schedule=self.beta_schedule,
+            num_train_timesteps=self.num_train_timesteps,
+            attribute_names=tuple(self.attribute_names) if self.attribute_names else None,
+        )
+        # One fixed draw (seed 0), so every method and seed is compared with the same reference.
+        labels = torch.arange(self.n_real) % model.num_attributes
+        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels)
+        return Setup(
+            model=model,
+            guidance=model.guidance_classifier(),
+            exact_metrics=lambda **kw: exact_run_metrics(model, **kw),
+            real=real,
+        )

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from huggingface_hub import HfApi
 
+from ..classifiers import Judge
+from ..datasets import dataset_spec
 from ..errors import FairbenchError
 from ..schedulers import BETA_SCHEDULES
-from ..train import GuidanceTraining, JudgeTraining, UNetTraining
-from . import RealData, Setup, register_model_kind
-from .base import as_labels
+from ..train import GuidanceTraining, JudgeTraining, LabelledImages, UNetTraining, cached_guidance, cached_judge, cached_unet
+from . import register_model_kind
+from .base import RealData, Setup, as_labels
 
 DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear"}  # DDPM's
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
@@ -95,8 +99,6 @@ def _looks_local(path: str) -> bool:
 def read_schedule(source: str) -> dict[str, Any]:
     """The noise schedule from a saved ``scheduler_config.json`` (beside the UNet, under
     ``scheduler/``), else DDPM's default (linear betas, T = 1000)."""
-    from diffusers import DDPMScheduler
-
     for subfolder in ("scheduler", None):
         try:
             config = DDPMScheduler.load_config(source, subfolder=subfolder)
@@ -121,8 +123,6 @@ def read_schedule(source: str) -> dict[str, Any]:
 
 def load_unet(path: str, device: str):
     """(UNet2DModel, noise schedule, folder it came from) for a local folder or a hub id."""
-    from diffusers import UNet2DModel
-
     if _looks_local(path):
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -148,8 +148,6 @@ def load_unet(path: str, device: str):
         except (OSError, ValueError):
             continue
         return unet.to(device).eval(), read_schedule(path), path
-    from huggingface_hub import HfApi
-
     try:  # one quick request, so that an offline machine fails at once rather than after download retries
         HfApi().model_info(path, timeout=10)
     except Exception as exc:  # offline, unknown repository, gated, ...: the same advice
@@ -189,6 +187,7 @@ class UNetSpec:
     unet: UNetTraining = field(default_factory=UNetTraining)
     judge: JudgeTraining = field(default_factory=JudgeTraining)
     guidance: GuidanceTraining = field(default_factory=GuidanceTraining)
+    takes_dataset: ClassVar[bool] = True  # [dataset]: the data to train on and to measure against
 
     def validate(self, where: str) -> None:
         if self.path is not None and _looks_local(self.path) and not Path(self.path).expanduser().is_dir():
@@ -199,10 +198,6 @@ class UNetSpec:
 
     def prepare(self, *, device: str = "cpu", dataset: dict | None = None) -> ImageArtifacts:
         """Load or train (cached) everything this model needs."""
-        from ..classifiers import Judge
-        from ..datasets import dataset_spec
-        from ..train import LabelledImages, cached_guidance, cached_judge, cached_unet
-
         if dataset is None:
             if self.path is None:
                 raise FairbenchError(
