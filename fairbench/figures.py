@@ -123,7 +123,7 @@ def sample_grid(samples: torch.Tensor, requested: torch.Tensor, final: torch.Ten
     figure.text(GRID_MARGIN_PX / width, 1 - 6 / height, title, fontsize=11, va="top")
     top = GRID_TITLE_PX  # pixels from the top edge
     for caption, image in bands:
-        figure.text(GRID_MARGIN_PX / width, 1 - (top + 3) / height, caption, fontsize=9, va="top")
+        figure.text(GRID_MARGIN_PX / width, 1 - (top + 3) / height, caption, fontsize=10, va="top")
         top += GRID_LABEL_PX
         figure.figimage(image, xo=GRID_MARGIN_PX, yo=height - top - image.shape[0], origin="upper", resize=False)
         top += image.shape[0] + GRID_MARGIN_PX
@@ -192,6 +192,7 @@ def tradeoff_figure(points: Sequence[tuple[str, Extent, Extent]], *, fairness: s
         bars = axis.errorbar([xm], [ym], xerr=[[xm - xl], [xh - xm]], yerr=[[ym - yl], [yh - ym]], fmt="o", color=colour,
                              markersize=5, elinewidth=1)
         bars.lines[0].set_gid(f"point-{index + 1}")  # the marker, findable in the SVG
+        bars.lines[0].set_clip_on(False)  # a point at epsilon 0 is drawn whole on the axis
         axis.annotate(str(index + 1), (xm, ym), xytext=(5, 5), textcoords="offset points", color=colour, fontsize=9)
     if fairness == "epsilon":
         axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))

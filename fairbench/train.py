@@ -462,6 +462,7 @@ def _cached(kind: str, recipe: dict[str, Any], train: Callable[[Path], dict[str,
 
 def cached_unet(data: LabelledImages, spec: UNetTraining, *, device: str) -> Trained:
     """The generator for `data`; ``directory / "unet"`` is its diffusers folder."""
+
     def train(directory: Path) -> dict[str, Any]:
         train_unet(data, spec, device=device, directory=directory)
         return {"attribute_values": list(data.sensitive_values), "null_class": data.k if spec.null_class else None,

@@ -1,8 +1,9 @@
 """The leaderboard page in a real headless browser (Debian's chromium).
 
 One test loads the page with ``#sort=-epsilon`` and reads the DOM chromium dumps after the
-page's script ran; the other drives chromium over the DevTools protocol (on a pipe, so no
-port and no extra package) to click headers and to look for any trace of injected markup.
+page's script ran; the others drive chromium over the DevTools protocol (on a pipe, so no
+port and no extra package) to click headers, to look for any trace of injected markup, and to
+measure how large a sample grid is drawn.
 Both skip, saying why, when no chromium is installed (``apt-get install -y chromium``).
 """
 
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from fairbench.figures import grid_filename, sample_grid
 from fairbench.html_report import write_html
 from fairbench.records import make_record, write_record
 
@@ -64,6 +67,12 @@ def page(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("page")
     for record in _records():
         write_record(directory, record)
+    # a sample grid of 8x8 digits, as a run draws it
+    samples = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    requested = torch.arange(64) % 2
+    (directory / "figures").mkdir()
+    sample_grid(samples, requested, requested, ("light", "heavy"), "switching (seed 0)",
+                directory / "figures" / grid_filename("switching"), judged={"light": [0.978, 0.022], "heavy": [0.09, 0.91]})
     return write_html(directory)
 
 
@@ -122,9 +131,11 @@ def test_dumped_dom_has_the_values_sorted_as_the_url_asks(page, tmp_path):
     assert by_label["switching"][1:3] == ["2", "0.030 ± 0.014"]
     assert by_label["conditional"][3:5] == ["0.690", "0.730"]
     assert by_label["mixing"][5] == "" and by_label["switching"][5] == "640 ± 0"
-    # injected markup stayed text: one script (the page's), no image, the title untouched
+    # injected markup stayed text: one script (the page's), only the page's own images, the title untouched
     assert [tag for tag, _ in dom.tags].count("script") == 1
-    assert "img" not in [tag for tag, _ in dom.tags]
+    images = [attrs for tag, attrs in dom.tags if tag == "img"]
+    assert images and all(a["src"].startswith(("data:image/svg+xml;base64,", "data:image/png;base64,")) for a in images)
+    assert not any(name.startswith("on") for _, attrs in dom.tags for name in attrs)
     assert dom.title == "Leaderboard: <b>bench</b>"
     assert EVIL in by_label
 
@@ -243,8 +254,32 @@ def test_clicking_headers_sorts_and_injected_markup_never_runs(page, tmp_path):
         assert browser.evaluate("typeof window.__pwned") == "undefined"
         assert browser.evaluate("document.title") == "Leaderboard: <b>bench</b>"
         assert browser.evaluate("document.scripts.length") == 1
-        assert browser.evaluate("document.images.length") == 0
+        # the images are the page's plots and its one grid, all data URIs
+        assert browser.evaluate("Array.from(document.images).every(i => /^data:image\\/(svg\\+xml|png);base64,/.test(i.src))")
+        assert browser.evaluate("document.querySelectorAll('img.plot').length + document.querySelectorAll('figure.grid img').length") \
+            == browser.evaluate("document.images.length")
         assert browser.evaluate("document.querySelectorAll('h1 b, td b, li script, iframe').length") == 0
         assert EVIL in browser.evaluate(ROW_LABELS)
+    finally:
+        browser.close()
+
+
+def test_a_sample_grid_is_drawn_at_its_own_size_without_smoothing(page, tmp_path):
+    browser = DevTools(tmp_path / "profile")
+    try:
+        browser.open(page.as_uri())
+        grid = browser.evaluate(
+            "(() => { const i = document.querySelector('figure.grid img'); const r = i.getBoundingClientRect();"
+            " return {width: r.width, height: r.height, natural: [i.naturalWidth, i.naturalHeight],"
+            " rendering: getComputedStyle(i).imageRendering, caption: i.closest('figure').innerText}; })()"
+        )
+        # one CSS pixel per PNG pixel, so an 8x8 digit (5x5 blocks per pixel) is 40 pixels wide on screen
+        assert [grid["width"], grid["height"]] == grid["natural"]
+        assert grid["width"] >= 16 * 8 * 5
+        assert grid["rendering"] == "pixelated"
+        assert "requested light; judged light 97.8%, heavy 2.2%" in grid["caption"]
+        assert "requested heavy; judged light 9.0%, heavy 91.0%" in grid["caption"]
+        # every plot is an image that loaded (a broken image has no natural size)
+        assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
     finally:
         browser.close()

@@ -383,3 +383,10 @@ def test_cli_leaderboard_refuses_a_directory_without_records(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fairbench: error: ") and err.count("\n") == 1
+
+
+def test_the_page_is_reproducible_byte_for_byte():
+    # the plots carry no date or version and fixed SVG ids, so a regenerated page is identical
+    records = fixture_records(fid=True)
+    records[2]["tau_search"] = {"tau": 10, "search": "reference", "curve": [[-1, 1.0], [10, 0.0], [999, 0.5]]}
+    assert render_html(records) == render_html(records)
