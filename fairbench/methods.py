@@ -85,6 +85,10 @@ class Method:
     def check_model(cls, params: Any, num_train_timesteps: int, where: str) -> None:
         """Checks that need the model's number of training timesteps (before any work)."""
 
+    @classmethod
+    def check_context(cls, params: Any, context: MethodContext, where: str) -> None:
+        """Checks that need what the run provides (a null condition, a guidance classifier), before any work."""
+
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -247,9 +251,13 @@ class ClassifierGuidance(Method):
     example: ClassVar[dict[str, Any]] = {"scale": 2.0}
 
     @classmethod
-    def build(cls, params: GuidanceParams, context: MethodContext) -> "ClassifierGuidance":
+    def check_context(cls, params: GuidanceParams, context: MethodContext, where: str) -> None:
         if context.guidance is None:
-            raise FairbenchError("classifier_guidance needs a guidance classifier, and this model has none")
+            raise FairbenchError(f"{where}: classifier_guidance needs a guidance classifier, and this model has none")
+
+    @classmethod
+    def build(cls, params: GuidanceParams, context: MethodContext) -> "ClassifierGuidance":
+        cls.check_context(params, context, cls.name)
         return cls(scale=params.scale, classifier=context.guidance, target=params.target)
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
@@ -296,11 +304,11 @@ class RandomCondition(Method):
         return one_hot(requested, k)
 
 
-def null_condition_refusal(name: str, model: Denoiser) -> None:
+def null_condition_refusal(where: str, name: str, model: Denoiser) -> None:
     """One line naming what a method that starts from the null condition needs, if the model lacks it."""
     if not getattr(model, "has_null_condition", False):
         raise FairbenchError(
-            f"{name} needs a null condition, and this model has none: train the UNet with "
+            f"{where}: {name} needs a null condition, and this model has none: train the UNet with "
             "[model.unet] null_class = true (a UNet with k + 1 class embeddings), or give a "
             "text-to-image model a neutral_prompt"
         )
@@ -335,8 +343,12 @@ class NullPrefixSwitching(Method):
     example: ClassVar[dict[str, Any]] = {"tau": 500}
 
     @classmethod
+    def check_context(cls, params: NullPrefixParams, context: MethodContext, where: str) -> None:
+        null_condition_refusal(where, cls.name, context.model)
+
+    @classmethod
     def build(cls, params: NullPrefixParams, context: MethodContext) -> "NullPrefixSwitching":
-        null_condition_refusal(cls.name, context.model)
+        cls.check_context(params, context, cls.name)
         return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps))
 
     @classmethod
@@ -498,13 +510,17 @@ class PromptQueuing(NullPrefixSwitching):
     example: ClassVar[dict[str, Any]] = {"tau": 500}
 
     @classmethod
-    def build(cls, params: QueuingParams, context: MethodContext) -> "PromptQueuing":
-        null_condition_refusal(cls.name, context.model)
+    def check_context(cls, params: QueuingParams, context: MethodContext, where: str) -> None:
+        null_condition_refusal(where, cls.name, context.model)
         if params.amplification != 1.0 and not hasattr(context.model, "token_scale"):
             raise FairbenchError(
-                f"{cls.name}.amplification = {params.amplification} needs prompt tokens to amplify "
+                f"{where}.amplification = {params.amplification} needs prompt tokens to amplify "
                 "(a text-to-image model); this model has none, so leave amplification at 1"
             )
+
+    @classmethod
+    def build(cls, params: QueuingParams, context: MethodContext) -> "PromptQueuing":
+        cls.check_context(params, context, cls.name)
         return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), amplification=params.amplification)
 
     def params(self) -> dict[str, Any]:

@@ -237,6 +237,9 @@ class SetupCache:
         if key not in self._setups:
             setup = config.model_spec().build(device=self.device, dataset=config.dataset)
             config.check_methods(setup.model.num_train_timesteps)
+            context = MethodContext(model=setup.model, guidance=setup.guidance)
+            for i, spec in enumerate(config.methods):  # what a method needs of the model, before any work
+                spec.method_class.check_context(spec.options(), context, f"methods[{i}]")
             self._setups[key] = setup
         return self._setups[key]
 

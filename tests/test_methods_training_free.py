@@ -247,3 +247,19 @@ def test_semantic_guidance_draws_the_random_condition_value_and_records_it_as_fi
     assert torch.equal(codes % 2, requested)
     assert torch.equal(method.final(codes, 2), assigned(RandomCondition(), requested, 2, seed=7, indices=range(1000)))
     assert torch.equal(method.weights(500, codes, 2), one_hot(requested, 2))
+
+
+def test_a_run_asking_for_a_null_condition_the_model_lacks_stops_before_writing(tmp_path, capsys):
+    from fairbench.cli import main
+
+    tiny_unet(num_class_embeds=2).save_pretrained(tmp_path / "unet")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[benchmark]\nname = "u"\nn_samples = 12\n[model]\nkind = "unet"\n'
+        f'path = "{tmp_path / "unet"}"\nattribute_names = ["a", "b"]\n[sampler]\nsteps = 3\n'
+        '[[methods]]\nname = "conditional"\n[[methods]]\nname = "null_prefix_switching"\ntau = 500\n'
+    )
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fairbench: error: methods[1]: null_prefix_switching needs a null condition")
+    assert not (tmp_path / "out").exists()
