@@ -257,7 +257,7 @@ class ClassifierGuidance(Method):
 
     @classmethod
     def build(cls, params: GuidanceParams, context: MethodContext) -> "ClassifierGuidance":
-        cls.check_context(params, context, cls.name)
+        cls.check_context(params, context, "method")
         return cls(scale=params.scale, classifier=context.guidance, target=params.target)
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
@@ -326,8 +326,7 @@ class NullPrefixSwitching(Method):
     """The null condition while ``t > tau``, the requested value while ``t <= tau``.
 
     Coarse structure comes from the unconditional model, details from the request (the
-    attribute-switching schedule of Choi et al. with the null condition as ``s0``; compare
-    the late conditioning of classifier-free guidance schedules). The null condition is
+    attribute-switching schedule of Choi et al. with the null condition as ``s0``). The null condition is
     column k of the condition mixture: the null class of a UNet trained with one
     (``[model.unet] null_class = true``), the neutral prompt of a text-to-image model, the
     exact unconditional model of the analytic one. ``tau = -1`` is unconditional sampling
@@ -348,7 +347,7 @@ class NullPrefixSwitching(Method):
 
     @classmethod
     def build(cls, params: NullPrefixParams, context: MethodContext) -> "NullPrefixSwitching":
-        cls.check_context(params, context, cls.name)
+        cls.check_context(params, context, "method")
         return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps))
 
     @classmethod
@@ -520,7 +519,7 @@ class PromptQueuing(NullPrefixSwitching):
 
     @classmethod
     def build(cls, params: QueuingParams, context: MethodContext) -> "PromptQueuing":
-        cls.check_context(params, context, cls.name)
+        cls.check_context(params, context, "method")
         return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), amplification=params.amplification)
 
     def params(self) -> dict[str, Any]:
