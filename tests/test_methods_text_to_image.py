@@ -148,3 +148,28 @@ def test_bayes_rule_guidance_through_the_pipeline(t2i):  # noqa: F811
     assert guided.classifier_evals == STEPS_N * 4 and guided.nfe == STEPS_N * 4
     toward_uniform = t2i.sample(model, ClassifierGuidance(scale=50.0, classifier=t2i.guidance), requested, output="latent", **KW)
     assert not torch.allclose(guided.samples, toward_uniform.samples)
+
+
+def test_fairbench_run_records_every_text_to_image_method(folders, tmp_path):  # noqa: F811
+    import json
+
+    from fairbench.cli import main
+    from test_text_to_image import table
+
+    model = table(folders, guidance_train_samples=4, guidance_train_iters=20, neutral_prompt=NEUTRAL)
+    lines = ["[benchmark]", 'name = "tiny-sd"', "n_samples = 10", "seeds = [0]", "batch_size = 10", "", "[model]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in model.items()]
+    lines += ["", "[sampler]", 'scheduler = "ddim"', f"steps = {STEPS_N}", "", "[metrics]", "epsilon_folds = 2", "bootstrap = 20"]
+    methods = [("null_prefix_switching", {"tau": 500}), ("prompt_queuing", {"tau": 500, "amplification": 5.0}),
+               ("classifier_guidance", {"target": "unconditional"}), ("semantic_guidance", {"edit_scale": 0.5, "warmup_steps": 1})]
+    for name, params in methods:
+        lines += ["", "[[methods]]", f'name = "{name}"'] + [f"{key} = {json.dumps(value)}" for key, value in params.items()]
+    config = tmp_path / "tiny.toml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    records = {r["spec"]["method"]["name"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "out" / "records").glob("*.json"))}
+    assert sorted(records) == sorted(name for name, _ in methods)
+    nfe = {name: record["metrics"]["nfe_per_sample"] for name, record in records.items()}
+    assert nfe == {"null_prefix_switching": STEPS_N, "prompt_queuing": STEPS_N, "classifier_guidance": STEPS_N,
+                   "semantic_guidance": 2 * STEPS_N}
+    assert records["prompt_queuing"]["spec"]["method"] == {"name": "prompt_queuing", "tau": 500, "amplification": 5.0}
