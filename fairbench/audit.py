@@ -37,9 +37,11 @@ from .html_report import write_html
 from .leaderboard import write_leaderboard
 from .metrics.suite import evaluate
 from .models import RealData, Setup
+from .models.unet import judge_and_real, labelled_splits
 from .records import make_record, provenance, spec_hash, write_record
 from .runner import check_output
 from .sample_files import SampleFolder, read_sample_file, read_sample_folder
+from .train import JudgeTraining
 
 REAL_TABLE = "labels.csv"
 
@@ -72,8 +74,6 @@ class Reference:
 
 
 def _image_reference(dataset: dict, judge_training, metrics, description: dict, device: str) -> Reference:
-    from .models.unet import judge_and_real, labelled_splits
-
     splits = labelled_splits(dataset)
     judge, real, _ = judge_and_real(splits, judge_training, device=device)
     names = tuple(splits.train.sensitive_values)
@@ -105,7 +105,6 @@ def _config_reference(path: Path, device: str) -> Reference:
 
 
 def _dataset_reference(path: Path, data: dict, device: str) -> Reference:
-    from .train import JudgeTraining
 
     extra = [key for key in data if key not in ("dataset", "metrics")]
     if extra:

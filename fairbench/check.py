@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import parse_table
+from .tables import parse_table
 from .errors import FairbenchError, suggest
 from .metrics import METRICS
 from .records import MACHINE_METRICS, read_record, read_records

@@ -10,7 +10,21 @@ import json
 import sys
 from pathlib import Path
 
+from .audit import run_audit
+from .cache import cache_root, without_shipped
+from .check import CheckSpec, TIMING_METRICS, check_directories, load_check_config, with_overrides
+from .config import load_config, load_grid
+from .datasets import DATASETS, _load_builtin
 from .errors import FairbenchError
+from .html_report import write_html
+from .leaderboard import write_leaderboard
+from .methods import METHODS
+from .metrics import METRICS
+from .models import MODEL_KINDS, _load_optional_kinds
+from .report import tau_search_report
+from .runner import choose_device, run_benchmark
+from .schedulers import SCHEDULERS
+from .tau_search import SEARCHES, search_tau
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
@@ -21,9 +35,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_run(args) -> int:
-    from .config import load_grid
-    from .runner import choose_device, run_benchmark
-
     configs = load_grid(args.config or DEFAULT_CONFIG)
     out = Path(args.out) if args.out else Path("results") / configs[0].benchmark.name.split("/")[0]
     device = choose_device(args.device)
@@ -36,8 +47,6 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from .audit import run_audit
-    from .runner import choose_device
 
     if args.seed < 0:
         raise FairbenchError(f"--seed must be non-negative, got {args.seed}")
@@ -51,10 +60,6 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .cache import cache_root, without_shipped
-    from .config import load_config
-    from .runner import choose_device
-
     config = load_config(args.config or DEFAULT_CONFIG)
     spec = config.model_spec()
     if not hasattr(spec, "prepare"):
@@ -68,16 +73,12 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_tau(args) -> int:
-    from .config import load_config
-    from .runner import choose_device
-    from .tau_search import search_tau
-
     config = load_config(args.config)
     device = choose_device(args.device)
     setup = config.model_spec().build(device=device, dataset=config.dataset)
     extra = {}
-    if args.search == "direct" and "balance_features" in setup.extras:
-        extra["features"] = setup.extras["balance_features"]
+    if args.search == "direct" and setup.balance_features is not None:
+        extra["features"] = setup.balance_features
     result = search_tau(
         args.search, setup.model,
         scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
@@ -93,12 +94,6 @@ def _cmd_tau(args) -> int:
 
 
 def _cmd_ls(args) -> int:
-    from .methods import METHODS
-    from .metrics import METRICS
-    from .models import MODEL_KINDS, _load_optional_kinds
-    from .schedulers import SCHEDULERS
-    from .tau_search import SEARCHES
-
     _load_optional_kinds()
     sections = {
         "methods": list(METHODS),
@@ -107,8 +102,6 @@ def _cmd_ls(args) -> int:
         "tau searches": list(SEARCHES),
         "metrics": [f"{name} ({info.direction} is better)" if info.direction != "none" else name for name, info in METRICS.items()],
     }
-    from .datasets import DATASETS, _load_builtin
-
     _load_builtin()
     sections["datasets"] = list(DATASETS)
     for title, names in sections.items():
@@ -119,9 +112,6 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    from .html_report import write_html
-    from .leaderboard import write_leaderboard
-
     csv_path, md_path = write_leaderboard(Path(args.directory))
     html_path = write_html(Path(args.directory))
     print(f"wrote {csv_path}, {md_path} and {html_path}")
@@ -129,15 +119,11 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import tau_search_report
-
     print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
     return 0
 
 
 def _cmd_check(args) -> int:
-    from .check import TIMING_METRICS, CheckSpec, check_directories, load_check_config, with_overrides
-
     spec = load_check_config(args.config) if args.config else CheckSpec()
     exclude = [m for m in spec.exclude if m not in TIMING_METRICS] if args.include_timing else None
     spec = with_overrides(

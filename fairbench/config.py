@@ -9,136 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import tomllib
-import types
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any
 
-from .errors import FairbenchError, suggest
-
-# ---------------------------------------------------------------------------------------------
-# Generic, strict parsing of a table into a frozen dataclass.
-
-
-def _type_name(hint) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint) if a is not type(None))
-    if origin in (list, tuple):
-        return "a list"
-    if origin is dict or hint is dict:
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
-
-
-def _convert(value: Any, hint, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return value
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise FairbenchError(f"{where} = {value!r} is not allowed.{suggest(str(value), [str(c) for c in choices])}")
-        return value
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except FairbenchError:
-                continue
-        raise FairbenchError(f"{where} must be {_type_name(hint)}, got {value!r}")
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise FairbenchError(f"{where} must be a list, got {value!r}")
-        args = typing.get_args(hint)
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise FairbenchError(f"{where} must be a table, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise FairbenchError(f"{where} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise FairbenchError(f"{where} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise FairbenchError(f"{where} must be a finite number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise FairbenchError(f"{where} must be a string, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        return parse_table(hint, value, where)
-    raise TypeError(f"unsupported config type {hint!r}")
-
-
-def parse_table(cls, data: Any, where: str):
-    """Build dataclass `cls` from a TOML table, refusing unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        raise FairbenchError(f"[{where}] must be a table, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls) if f.init]
-    for key in data:
-        if key not in known:
-            raise FairbenchError(f"Unknown key {where}.{key!r}.{suggest(key, known)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        if f.name in data:
-            kwargs[f.name] = _convert(data[f.name], hints[f.name], f"{where}.{f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise FairbenchError(f"Missing key {where}.{f.name!r}")
-    obj = cls(**kwargs)
-    check = getattr(obj, "validate", None)
-    if check is not None:
-        check(where)
-    return obj
-
-
-def parse_variant(table: dict, registry: dict[str, type], *, key: str, section: str, kind: str):
-    """Parse a table whose `key` names its spec class in `registry` (``[model] kind``, ``[dataset] name``)."""
-    from .errors import lookup
-
-    choice = table.get(key)
-    if choice is None:
-        raise FairbenchError(f"[{section}] needs a '{key}'. Valid: {', '.join(sorted(registry))}.")
-    return parse_table(lookup(registry, choice, kind), table, section)
-
-
-def import_optional(*modules: str) -> None:
-    """Import modules that register themselves, tolerating only their own absence."""
-    import importlib
-
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-def _positive(value: int, where: str) -> None:
-    if value <= 0:
-        raise FairbenchError(f"{where} must be positive, got {value}")
-
+from .errors import FairbenchError, lookup, suggest
+from .methods import METHODS, Method, method_class
+from .datasets import dataset_spec
+from .metrics.suite import SuiteOptions
+from .models import model_spec
+from .schedulers import SCHEDULERS
+from .tables import parse_table, positive
 
 # ---------------------------------------------------------------------------------------------
 # The config sections.
@@ -154,9 +37,9 @@ class BenchmarkSpec:
     shard_size: int = 1000  # samples per resumable shard
 
     def validate(self, where: str) -> None:
-        _positive(self.n_samples, f"{where}.n_samples")
-        _positive(self.batch_size, f"{where}.batch_size")
-        _positive(self.shard_size, f"{where}.shard_size")
+        positive(self.n_samples, f"{where}.n_samples")
+        positive(self.batch_size, f"{where}.batch_size")
+        positive(self.shard_size, f"{where}.shard_size")
         if not self.seeds:
             raise FairbenchError(f"{where}.seeds must list at least one seed")
         if any(s < 0 for s in self.seeds):
@@ -169,81 +52,84 @@ class SamplerSpec:
     steps: int = 50
 
     def validate(self, where: str) -> None:
-        from .schedulers import SCHEDULERS
-        from .errors import lookup
-
         lookup(SCHEDULERS, self.scheduler, "scheduler")
-        _positive(self.steps, f"{where}.steps")
+        positive(self.steps, f"{where}.steps")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One ``[[methods]]`` entry. Keys other than `name` and `label` belong to the method."""
+    """One ``[[methods]]`` entry: `name`, an optional `label`, and the keys that belong to the method.
+
+    `params` holds the keys the table gave (type-checked); the method's class supplies the
+    defaults and the checks (`fairbench.methods.Method`).
+    """
 
     name: str
     label: str | None = None
-    tau: int | float | str | None = None
-    weight: float | None = None
-    scale: float | None = None
-    search_batch_size: int = 256
+    params: Mapping[str, Any] = field(default_factory=dict)
 
-    def validate(self, where: str) -> None:
-        from .methods import METHODS
-        from .errors import lookup
+    @property
+    def method_class(self) -> type[Method]:
+        return method_class(self.name)
 
-        lookup(METHODS, self.name, "method")
-        allowed = {
-            "conditional": set(),
-            "attribute_switching": {"tau"},
-            "embedding_mixing": {"weight"},
-            "classifier_guidance": {"scale"},
-        }[self.name]
-        for key in ("tau", "weight", "scale"):
-            if getattr(self, key) is not None and key not in allowed:
-                raise FairbenchError(f"{where}.{key} does not apply to method {self.name!r}")
-        if self.name == "attribute_switching":
-            if self.tau is None:
-                raise FairbenchError(f"{where}.tau is required for attribute_switching (an integer, 'reference' or 'direct')")
-            if isinstance(self.tau, str) and self.tau not in ("reference", "direct"):
-                raise FairbenchError(f"{where}.tau = {self.tau!r} is not a search.{suggest(self.tau, ['reference', 'direct'])}")
-        if self.weight is not None and not 0.0 <= self.weight <= 1.0:
-            raise FairbenchError(f"{where}.weight must be in [0, 1], got {self.weight}")
-        if self.scale is not None and self.scale < 0:
-            raise FairbenchError(f"{where}.scale must be non-negative, got {self.scale}")
-        _positive(self.search_batch_size, f"{where}.search_batch_size")
+    def options(self):
+        """The method's ``Params``: the given keys over the method's defaults."""
+        return parse_table(self.method_class.Params, dict(self.params), "method")
+
+    def record(self) -> dict[str, Any]:
+        """The method's part of a job's spec (and hence of its key)."""
+        return {"name": self.name} | self.method_class.recorded(self.options(), dict(self.params))
+
+    def table(self) -> dict[str, Any]:
+        """The ``[[methods]]`` table this spec parses from."""
+        return {"name": self.name} | ({"label": self.label} if self.label is not None else {}) | dict(self.params)
 
     @property
     def display(self) -> str:
         if self.label:
             return self.label
-        params = {k: getattr(self, k) for k in ("tau", "weight", "scale") if getattr(self, k) is not None}
-        inner = ", ".join(f"{k}={v}" for k, v in params.items())
+        shown = {k: v for k, v in self.params.items() if k in self.method_class.sweepable}
+        inner = ", ".join(f"{k}={v}" for k, v in shown.items())
         return f"{self.name}({inner})" if inner else self.name
 
 
+def parse_method(table: Any, where: str) -> MethodSpec:
+    """A ``[[methods]]`` table: `name` picks the method class, whose ``Params`` own the other keys."""
+    if not isinstance(table, dict):
+        raise FairbenchError(f"[{where}] must be a table, got {table!r}")
+    table = dict(table)
+    name, label = table.pop("name", None), table.pop("label", None)
+    if name is None:
+        raise FairbenchError(f"{where} needs a 'name'. Valid: {', '.join(sorted(METHODS))}.")
+    if not isinstance(name, str):
+        raise FairbenchError(f"{where}.name must be a string, got {name!r}")
+    if label is not None and not isinstance(label, str):
+        raise FairbenchError(f"{where}.label must be a string, got {label!r}")
+    cls = method_class(name)
+    own = [f.name for f in dataclasses.fields(cls.Params)]
+    for key in table:
+        if key in own:
+            continue
+        if any(key in [f.name for f in dataclasses.fields(other.Params)] for other in METHODS.values()):
+            raise FairbenchError(f"{where}.{key} does not apply to method {name!r}")
+        others = sorted({f.name for other in METHODS.values() for f in dataclasses.fields(other.Params)})
+        raise FairbenchError(f"Unknown key {where}.{key!r} for method {name!r}.{suggest(key, own or others)}")
+    params = parse_table(cls.Params, table, where)
+    given = {key: getattr(params, key) for key in table}
+    return MethodSpec(name=name, label=label, params=given)
+
+
 @dataclass(frozen=True)
-class MetricsSpec:
-    """``[metrics]``: settings of the measurements (see `fairbench.metrics.suite.SuiteOptions`)."""
+class MetricsSpec(SuiteOptions):
+    """``[metrics]``: the measurement settings, the fields of `fairbench.metrics.suite.SuiteOptions`."""
 
-    epsilon_folds: int = 5
-    confidence: float = 0.95
-    bootstrap: int = 1000
-    fid_features: str = "auto"
-    fid_backend: str = "clean-fid"
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    utility_target: str = "target"
-    feature_batch_size: int = 256
-
-    def validate(self, where: str) -> None:
-        from .metrics.suite import SuiteOptions
-
-        SuiteOptions.from_config(self).validate(where)
+    def validate(self, where: str = "metrics") -> None:
+        super().validate(where)
         if self.epsilon_folds < 2:
             raise FairbenchError(f"{where}.epsilon_folds must be at least 2, got {self.epsilon_folds}")
         if not 0.5 <= self.confidence < 1.0:
             raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
-        _positive(self.bootstrap, f"{where}.bootstrap")
+        positive(self.bootstrap, f"{where}.bootstrap")
 
 
 @dataclass(frozen=True)
@@ -257,13 +143,15 @@ class Config:
     source: str = ""  # where the config came from (not part of any spec)
 
     def model_spec(self):
-        from .models import model_spec
-
         return model_spec(self.model)
+
+    def check_methods(self, num_train_timesteps: int) -> None:
+        """Refuse method parameters the model rules out (tau beyond T) before any work."""
+        for i, spec in enumerate(self.methods):
+            spec.method_class.check_model(spec.options(), num_train_timesteps, f"methods[{i}]")
 
 
 SECTIONS = ("benchmark", "model", "models", "dataset", "datasets", "sampler", "methods", "metrics")
-SWEEPABLE = ("tau", "weight", "scale")
 
 
 def _table(value: Any, where: str) -> dict:
@@ -279,7 +167,8 @@ def _expand_methods(methods: Any, source: str) -> list[dict]:
     expanded = []
     for i, entry in enumerate(methods):
         entry = _table(entry, f"methods[{i}]")
-        sweeps = {k: v for k, v in entry.items() if k in SWEEPABLE and isinstance(v, list)}
+        sweepable = method_class(entry["name"]).sweepable if isinstance(entry.get("name"), str) else ()
+        sweeps = {k: v for k, v in entry.items() if k in sweepable and isinstance(v, list)}
         if not sweeps:
             expanded.append(entry)
             continue
@@ -360,7 +249,7 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
         benchmark=parse_table(BenchmarkSpec, data["benchmark"], "benchmark"),
         model=_table(data["model"], "model"),
         sampler=parse_table(SamplerSpec, data.get("sampler", {}), "sampler"),
-        methods=[parse_table(MethodSpec, m, f"methods[{i}]") for i, m in enumerate(methods)],
+        methods=[parse_method(m, f"methods[{i}]") for i, m in enumerate(methods)],
         dataset=_table(data["dataset"], "dataset") if "dataset" in data else None,
         metrics=parse_table(MetricsSpec, data.get("metrics", {}), "metrics"),
         source=source,
@@ -369,11 +258,13 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise FairbenchError(f"{source}: methods with the same label {duplicates[0]!r}; give each a distinct 'label'")
-    model = config.model_spec()  # validate the model table now, before any work
+    model = config.model_spec()  # validate the model and dataset tables now, before any work
+    if config.dataset is not None:
+        dataset_spec(config.dataset)
+        if not getattr(model, "takes_dataset", False):
+            raise FairbenchError(f"{source}: the {model.kind} model kind takes no [dataset]")
     if hasattr(model, "num_train_timesteps"):
-        from .runner import validate_methods
-
-        validate_methods(config, model.num_train_timesteps)
+        config.check_methods(model.num_train_timesteps)
     return config
 
 

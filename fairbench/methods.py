@@ -3,18 +3,106 @@
 Every method maps ``(t, requested)`` to a per-sample mixture over the k attribute values
 (``weights``, shape [B, k]); the model turns the mixture into its condition. The sampling
 loop (`fairbench.sampling`) is shared by all of them.
+
+A method owns its parameters. Its class declares them as a frozen dataclass ``Params``
+(types, defaults, ranges checked in ``Params.validate``), names the ones a config may sweep
+over in ``sweepable``, and builds itself from the parsed parameters and what the run
+provides (a `MethodContext`) in ``build``. The config layer only routes ``name`` and the
+rest of a ``[[methods]]`` table here; adding a method is one class and one line in
+`METHODS` (see docs/adding-a-method.md).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from .errors import FairbenchError, lookup
-from .models.base import GuidanceClassifier, one_hot
+from .errors import FairbenchError, lookup, suggest
+from .models.base import Denoiser, GuidanceClassifier, one_hot
+from .noise import sample_seed
+from .tables import positive
+
+SEARCHES = ("reference", "direct")
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """The parameters of a method that has none."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a run provides to a method while it builds itself.
+
+    `search_tau(search, batch_size)` runs the named tau search on the run's model (the runner
+    caches and records it) and returns the chosen tau.
+    """
+
+    model: Denoiser
+    guidance: GuidanceClassifier | None = None
+    search_tau: Callable[[str, int], int] | None = None
+
+
+class Method:
+    """The interface every method implements; subclasses are frozen dataclasses.
+
+    Class attributes: ``name`` (the registry key), ``Params`` (the config keys, a frozen
+    dataclass parsed strictly by `fairbench.tables.parse_table`), ``sweepable`` (keys that
+    may be given a list in a config, one method per value; these also make up the default
+    label), ``example`` (a valid params table, used by the contract tests) and
+    ``final_rule`` (how `final` relates to the request, written into the record).
+
+    Optional hooks: ``correct(eps, x, t, abar_t, requested)`` adjusts the noise prediction
+    (``requested``: the per-sample values the sampler was given); it is counted as one
+    classifier evaluation per sample, or, for a method whose correction calls the model
+    (``correction_nfe`` > 0), as that many model evaluations per sample and step. And
+    ``assign(requested, k, seed, indices)`` replaces the value each sample is asked for
+    before sampling (a control that ignores the request, or a method that draws a value).
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type] = NoParams
+    sweepable: ClassVar[tuple[str, ...]] = ()
+    example: ClassVar[dict[str, Any]] = {}
+    final_rule: ClassVar[str] = "requested"
+    correction_nfe: ClassVar[int] = 0  # model evaluations per sample and step made by `correct`
+
+    @classmethod
+    def build(cls, params: Any, context: MethodContext) -> "Method":
+        """The method for one run; the default passes every parameter to the constructor."""
+        return cls(**vars(params))
+
+    @classmethod
+    def recorded(cls, params: Any, given: dict[str, Any]) -> dict[str, Any]:
+        """The parameters a record's spec (and hence its key) holds: by default those the config gave."""
+        return dict(given)
+
+    @classmethod
+    def check_model(cls, params: Any, num_train_timesteps: int, where: str) -> None:
+        """Checks that need the model's number of training timesteps (before any work)."""
+
+    @classmethod
+    def check_context(cls, params: Any, context: MethodContext, where: str) -> None:
+        """Checks that need what the run provides (a null condition, a guidance classifier), before any work."""
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
+        """The value whose details each sample ends with."""
+        return requested
+
+    def params(self) -> dict[str, Any]:
+        """The parameters this instance runs with, as the record shows them."""
+        return {}
+
+    def run_metrics(self) -> dict[str, Any]:
+        """Values the method settled on for this run (e.g. a searched tau), added to the metrics."""
+        return {}
 
 
 def derangement(requested: torch.Tensor, k: int, target: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -25,7 +113,7 @@ def derangement(requested: torch.Tensor, k: int, target: tuple[int, ...] | None 
 
 
 @dataclass(frozen=True)
-class Conditional:
+class Conditional(Method):
     """Condition on the requested value at every step (the unfair reference)."""
 
     name: ClassVar[str] = "conditional"
@@ -33,15 +121,22 @@ class Conditional:
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         return one_hot(requested, k)
 
-    def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
-        return requested
 
-    def params(self) -> dict[str, Any]:
-        return {}
+@dataclass(frozen=True)
+class SwitchingParams:
+    """``tau``: a training timestep, a fraction of T, or the name of a search."""
+
+    tau: int | float | str
+    search_batch_size: int = 256  # noises per tau search; only used when tau names a search
+
+    def validate(self, where: str) -> None:
+        if isinstance(self.tau, str) and self.tau not in SEARCHES:
+            raise FairbenchError(f"{where}.tau = {self.tau!r} is not a search.{suggest(self.tau, list(SEARCHES))}")
+        positive(self.search_batch_size, f"{where}.search_batch_size")
 
 
 @dataclass(frozen=True)
-class AttributeSwitching:
+class AttributeSwitching(Method):
     """Algorithm 1 of Choi et al. (AAAI 2024): condition on ``s0`` while ``t > tau``, then ``s1``.
 
     `tau` is a training timestep in ``[-1, T-1]``: -1 never switches, ``T-1`` conditions on
@@ -52,6 +147,31 @@ class AttributeSwitching:
     tau: int
     target: tuple[int, ...] | None = None
     name: ClassVar[str] = "attribute_switching"
+    Params: ClassVar[type] = SwitchingParams
+    sweepable: ClassVar[tuple[str, ...]] = ("tau",)
+    example: ClassVar[dict[str, Any]] = {"tau": 500}
+    final_rule: ClassVar[str] = "target of the switch: (requested + 1) mod k"
+
+    @classmethod
+    def build(cls, params: SwitchingParams, context: MethodContext) -> "AttributeSwitching":
+        if isinstance(params.tau, str):
+            if context.search_tau is None:
+                raise FairbenchError(f"tau = {params.tau!r} needs a tau search, which this run does not provide")
+            return cls(tau=context.search_tau(params.tau, params.search_batch_size))
+        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps))
+
+    @classmethod
+    def recorded(cls, params: SwitchingParams, given: dict[str, Any]) -> dict[str, Any]:
+        # The search's batch size changes the result only when tau is searched.
+        out = {k: v for k, v in given.items() if k != "search_batch_size"}
+        if isinstance(params.tau, str):
+            out["search_batch_size"] = params.search_batch_size
+        return out
+
+    @classmethod
+    def check_model(cls, params: SwitchingParams, num_train_timesteps: int, where: str) -> None:
+        if not isinstance(params.tau, str):
+            resolve_tau(params.tau, num_train_timesteps)
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         value = derangement(requested, k, self.target) if t <= self.tau else requested
@@ -63,66 +183,369 @@ class AttributeSwitching:
     def params(self) -> dict[str, Any]:
         return {"tau": self.tau, "target": "next value, cyclically" if self.target is None else list(self.target)}
 
+    def run_metrics(self) -> dict[str, Any]:
+        return {"tau": self.tau}
+
 
 @dataclass(frozen=True)
-class EmbeddingMixing:
+class MixingParams:
+    weight: float = 0.5  # weight of the next value's embedding, in [0, 1]
+
+    def validate(self, where: str) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise FairbenchError(f"{where}.weight must be in [0, 1], got {self.weight}")
+
+
+@dataclass(frozen=True)
+class EmbeddingMixing(Method):
     """One condition for all steps: the interpolated embedding ``(1 - w) E[s0] + w E[s1]``."""
 
     weight: float = 0.5
     name: ClassVar[str] = "embedding_mixing"
+    Params: ClassVar[type] = MixingParams
+    sweepable: ClassVar[tuple[str, ...]] = ("weight",)
+    example: ClassVar[dict[str, Any]] = {"weight": 0.5}
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         return (1.0 - self.weight) * one_hot(requested, k) + self.weight * one_hot(derangement(requested, k), k)
-
-    def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
-        return requested
 
     def params(self) -> dict[str, Any]:
         return {"weight": self.weight}
 
 
 @dataclass(frozen=True)
-class ClassifierGuidance:
-    """Condition on the request and push a noise-aware classifier's posterior toward uniform.
+class GuidanceParams:
+    scale: float = 1.0  # guidance strength w >= 0; 0 is the unguided sampler
+    # "uniform": push the posterior toward uniform; "unconditional": remove the request's
+    # log-probability (Bayes' rule), which at scale 1 estimates the unconditional model
+    target: Literal["uniform", "unconditional"] = "uniform"
 
+    def validate(self, where: str) -> None:
+        if self.scale < 0:
+            raise FairbenchError(f"{where}.scale must be non-negative, got {self.scale}")
+
+
+@dataclass(frozen=True)
+class ClassifierGuidance(Method):
+    """Condition on the request and correct the noise prediction with a noise-aware classifier.
+
+    ``target = "uniform"`` pushes the classifier's posterior toward uniform:
     ``eps~ = eps - w sqrt(1 - abar_t) grad_x sum_a (1/k) log p_phi(a | x_t, t)``
     (Dhariwal & Nichol 2021 guidance, with the uniform distribution as the target).
+
+    ``target = "unconditional"`` takes the request's log-probability out:
+    ``eps~ = eps + w sqrt(1 - abar_t) grad_x log p_phi(s | x_t, t)`` with ``s`` the request.
+    Since ``eps = -sqrt(1 - abar_t) grad log p(x_t | s)`` and, by Bayes' rule,
+    ``grad log p(x_t) = grad log p(x_t | s) - grad log p(s | x_t)``, at ``w = 1`` this is the
+    unconditional noise prediction (exactly, with the exact posterior), so sampling is fair
+    without a null class; ``0 < w < 1`` interpolates. It is guidance with scale ``-w`` on the
+    request's log-probability.
     """
 
     scale: float = 1.0
     classifier: GuidanceClassifier | None = field(default=None, compare=False, repr=False)
+    target: Literal["uniform", "unconditional"] = "uniform"
     name: ClassVar[str] = "classifier_guidance"
+    Params: ClassVar[type] = GuidanceParams
+    sweepable: ClassVar[tuple[str, ...]] = ("scale",)
+    example: ClassVar[dict[str, Any]] = {"scale": 2.0}
+
+    @classmethod
+    def check_context(cls, params: GuidanceParams, context: MethodContext, where: str) -> None:
+        if context.guidance is None:
+            raise FairbenchError(f"{where}: classifier_guidance needs a guidance classifier, and this model has none")
+
+    @classmethod
+    def build(cls, params: GuidanceParams, context: MethodContext) -> "ClassifierGuidance":
+        cls.check_context(params, context, "method")
+        return cls(scale=params.scale, classifier=context.guidance, target=params.target)
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         return one_hot(requested, k)
 
-    def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
-        return requested
-
-    def correct(self, eps: torch.Tensor, x: torch.Tensor, t: int, abar_t: float) -> torch.Tensor:
+    def correct(self, eps: torch.Tensor, x: torch.Tensor, t: int, abar_t: float, requested: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:
             raise FairbenchError("classifier_guidance needs a guidance classifier for this model")
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             log_prob = self.classifier.log_prob(x_in, t)
-            objective = log_prob.mean(dim=1).sum()
+            if self.target == "uniform":
+                objective = log_prob.mean(dim=1).sum()
+            else:
+                objective = -log_prob.gather(1, requested.to(log_prob.device).long()[:, None]).sum()
             (grad,) = torch.autograd.grad(objective, x_in)
         return eps - self.scale * math.sqrt(1.0 - abar_t) * grad.to(eps.dtype)
 
     def params(self) -> dict[str, Any]:
-        return {"scale": self.scale}
+        return {"scale": self.scale} | ({} if self.target == "uniform" else {"target": self.target})
 
 
-METHODS = {
+@dataclass(frozen=True)
+class RandomCondition(Method):
+    """A control: condition sample i on a value drawn uniformly from the k values, ignoring the request.
+
+    The draw comes from a generator seeded by ``(seed, i)`` (`fairbench.noise.sample_seed`,
+    stream ``"condition"``), so it is the same on any batch size and device. Every request
+    gets the same mixture of the k conditional laws: fair under epsilon by construction, at
+    the price of samples that show the requested value only by chance (1/k).
+    """
+
+    name: ClassVar[str] = "random_condition"
+    final_rule: ClassVar[str] = "the drawn value"
+
+    def assign(self, requested: torch.Tensor, k: int, seed: int, indices: Sequence[int]) -> torch.Tensor:
+        draws = [
+            int(torch.randint(k, (1,), generator=torch.Generator("cpu").manual_seed(sample_seed(seed, int(i), "condition"))))
+            for i in indices
+        ]
+        return torch.tensor(draws, dtype=torch.long, device=requested.device)
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return one_hot(requested, k)
+
+
+def null_condition_refusal(where: str, name: str, model: Denoiser) -> None:
+    """One line naming what a method that starts from the null condition needs, if the model lacks it."""
+    if not getattr(model, "has_null_condition", False):
+        raise FairbenchError(
+            f"{where}: {name} needs a null condition, and this model has none: train the UNet with "
+            "[model.unet] null_class = true (a UNet with k + 1 class embeddings), or give a "
+            "text-to-image model a neutral_prompt"
+        )
+
+
+@dataclass(frozen=True)
+class NullPrefixParams:
+    """``tau``: a training timestep in [-1, T-1], or a fraction of T."""
+
+    tau: int | float
+
+
+@dataclass(frozen=True)
+class NullPrefixSwitching(Method):
+    """The null condition while ``t > tau``, the requested value while ``t <= tau``.
+
+    Coarse structure comes from the unconditional model, details from the request (the
+    attribute-switching schedule of Choi et al. with the null condition as ``s0``). The null condition is
+    column k of the condition mixture: the null class of a UNet trained with one
+    (``[model.unet] null_class = true``), the neutral prompt of a text-to-image model, the
+    exact unconditional model of the analytic one. ``tau = -1`` is unconditional sampling
+    (null throughout), ``tau = T-1`` conditional sampling; no extra model evaluation. The
+    tau searches find the balance point of ``s0 -> s1`` switching, not of this schedule,
+    so tau is given as a number.
+    """
+
+    tau: int
+    name: ClassVar[str] = "null_prefix_switching"
+    Params: ClassVar[type] = NullPrefixParams
+    sweepable: ClassVar[tuple[str, ...]] = ("tau",)
+    example: ClassVar[dict[str, Any]] = {"tau": 500}
+
+    @classmethod
+    def check_context(cls, params: NullPrefixParams, context: MethodContext, where: str) -> None:
+        null_condition_refusal(where, cls.name, context.model)
+
+    @classmethod
+    def build(cls, params: NullPrefixParams, context: MethodContext) -> "NullPrefixSwitching":
+        cls.check_context(params, context, "method")
+        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps))
+
+    @classmethod
+    def check_model(cls, params: NullPrefixParams, num_train_timesteps: int, where: str) -> None:
+        resolve_tau(params.tau, num_train_timesteps)
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        value = requested if t <= self.tau else torch.full_like(requested, k)
+        return one_hot(value, k + 1)
+
+    def params(self) -> dict[str, Any]:
+        return {"tau": self.tau}
+
+
+@dataclass(frozen=True)
+class SemanticParams:
+    """SEGA's edit parameters (Brack et al. 2023); defaults are SEGA's published example settings."""
+
+    edit_scale: float = 4.0  # s_e >= 0; 0 is conditional sampling
+    warmup_steps: int = 10  # visited steps before the edit is applied (its momentum builds from step 0)
+    threshold: float = 0.95  # lambda in [0, 1): only entries with |edit| at or above this quantile are kept
+    momentum_scale: float = 0.3  # s_m >= 0
+    momentum_beta: float = 0.6  # beta_m in [0, 1)
+
+    def validate(self, where: str) -> None:
+        if self.edit_scale < 0:
+            raise FairbenchError(f"{where}.edit_scale must be non-negative, got {self.edit_scale}")
+        if self.warmup_steps < 0:
+            raise FairbenchError(f"{where}.warmup_steps must be non-negative, got {self.warmup_steps}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise FairbenchError(f"{where}.threshold must be in [0, 1), got {self.threshold}")
+        if self.momentum_scale < 0:
+            raise FairbenchError(f"{where}.momentum_scale must be non-negative, got {self.momentum_scale}")
+        if not 0.0 <= self.momentum_beta < 1.0:
+            raise FairbenchError(f"{where}.momentum_beta must be in [0, 1), got {self.momentum_beta}")
+
+
+@dataclass(frozen=True)
+class SemanticGuidance(Method):
+    """Fair Diffusion (Friedrich et al. 2023): semantic guidance toward a value drawn per sample.
+
+    Sample i keeps its request ``a`` as the condition and draws a value ``b`` uniformly from
+    the k values (seed ``(seed, i)``, the stream `random_condition` draws from, so both draw
+    the same value). At visited step ``i`` the SEGA edit (Brack et al. 2023) toward ``b``,
+    relative to the request, is
+
+        psi_i = s_e (eps(x_t, t, b) - eps(x_t, t, a)),
+        gamma_i = psi_i * [|psi_i| >= q_lambda(|psi_i|)] + s_m nu_i,
+        nu_{i+1} = beta_m nu_i + (1 - beta_m) gamma_i,     nu_0 = 0,
+
+    with ``q_lambda`` the lambda-quantile of ``|psi|`` per sample and channel (per sample
+    for vectors), and the prediction becomes ``eps + gamma_i`` from step ``warmup_steps``
+    on (the momentum builds during the warm-up). ``psi`` is zero when ``b = a``. Fair
+    Diffusion adds two SEGA concepts, toward ``b`` and away from ``a``, each relative to the
+    unconditional prediction, with equal scales: their sum is ``eps_b - eps_a``; fairbench
+    thresholds that sum once instead of each concept separately. On a CFG pipeline ``eps``
+    is the guided prediction, so ``psi = s_e g (text_b - text_a)``: s_e here is SEGA's
+    scale divided by the CFG scale ``g``. Cost: one extra model evaluation per sample and
+    step (``eps`` under ``b``; under CFG a UNet call on both halves). ``edit_scale = 0`` is
+    conditional sampling.
+
+    The sampler is given the code ``a + k b`` per sample (`assign`); `weights` and `final`
+    read ``a`` and ``b`` back from it.
+    """
+
+    edit_scale: float = 4.0
+    warmup_steps: int = 10
+    threshold: float = 0.95
+    momentum_scale: float = 0.3
+    momentum_beta: float = 0.6
+    model: Denoiser | None = field(default=None, compare=False, repr=False)
+    # The running trajectory's step count and momentum (reset when t stops decreasing).
+    trajectory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    name: ClassVar[str] = "semantic_guidance"
+    Params: ClassVar[type] = SemanticParams
+    sweepable: ClassVar[tuple[str, ...]] = ("edit_scale",)
+    example: ClassVar[dict[str, Any]] = {"edit_scale": 4.0, "warmup_steps": 1}
+    final_rule: ClassVar[str] = "the drawn value the edit pushes toward (the request when edit_scale = 0)"
+    correction_nfe: ClassVar[int] = 1
+
+    @classmethod
+    def build(cls, params: SemanticParams, context: MethodContext) -> "SemanticGuidance":
+        return cls(**vars(params), model=context.model)
+
+    def assign(self, requested: torch.Tensor, k: int, seed: int, indices: Sequence[int]) -> torch.Tensor:
+        return requested + k * RandomCondition().assign(requested, k, seed, indices)
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return one_hot(requested % k, k)
+
+    def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return requested // k if self.edit_scale > 0 else requested % k
+
+    def correct(self, eps: torch.Tensor, x: torch.Tensor, t: int, abar_t: float, requested: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            raise FairbenchError("semantic_guidance needs the run's model")
+        k = self.model.num_attributes
+        request, drawn = requested % k, requested // k
+        state = self.trajectory
+        if "t" not in state or t >= state["t"]:  # a new trajectory starts at the largest timestep
+            state.clear()
+            state.update(step=0, momentum=torch.zeros_like(eps))
+        with torch.no_grad():
+            edit = self.edit_scale * (self.model.eps(x, t, one_hot(drawn, k)) - eps)
+        edit = torch.where((drawn != request).view(-1, *[1] * (eps.ndim - 1)).to(edit.device), edit, torch.zeros_like(edit))
+        flat = edit.flatten(start_dim=min(2, edit.ndim - 1))  # [B, C, pixels] for images, [B, d] for vectors
+        magnitude = flat.abs() if flat.dtype in (torch.float32, torch.float64) else flat.abs().float()
+        cut = torch.quantile(magnitude, self.threshold, dim=-1, keepdim=True)
+        edit = torch.where(magnitude >= cut, flat, torch.zeros_like(flat)).view_as(edit)
+        edit = edit + self.momentum_scale * state["momentum"]
+        state["momentum"] = self.momentum_beta * state["momentum"] + (1.0 - self.momentum_beta) * edit
+        step, state["step"], state["t"] = state["step"], state["step"] + 1, t
+        return eps + edit if step >= self.warmup_steps else eps
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "edit_scale": self.edit_scale, "warmup_steps": self.warmup_steps, "threshold": self.threshold,
+            "momentum_scale": self.momentum_scale, "momentum_beta": self.momentum_beta,
+        }
+
+
+@dataclass(frozen=True)
+class QueuingParams:
+    """``tau``: the switch from the base to the attribute prompt; ``amplification``: attention factor c."""
+
+    tau: int | float
+    amplification: float = 1.0  # c > 0 on the attribute tokens' cross-attention after the switch; 1 is none
+
+    def validate(self, where: str) -> None:
+        if not (self.amplification > 0 and math.isfinite(self.amplification)):
+            raise FairbenchError(f"{where}.amplification must be a positive number, got {self.amplification}")
+
+
+@dataclass(frozen=True)
+class PromptQueuing(NullPrefixSwitching):
+    """FairQueue's prompt queuing (Teo et al., NeurIPS 2024), with its attention amplification.
+
+    The base prompt (the model's neutral prompt) while ``t > tau``, the attribute prompt of
+    the request while ``t <= tau``; after the switch the cross-attention probabilities of the
+    attribute tokens (those of the attribute prompt that the base prompt lacks) are
+    multiplied by ``amplification`` (c) in the conditional half of every cross-attention
+    layer (`fairbench.models.text_to_image.attention`). FairQueue queues a base prompt before
+    ITI-GEN's learned inclusive prompt and amplifies the inclusive tokens; fairbench's
+    attribute prompts are plain text, so its attribute tokens are words.
+
+    How it relates to the other switches: attribute switching goes from one attribute value
+    to another (``s0 -> s1``, the request's details come from ``s1``); null-prefix switching
+    and prompt queuing go from no attribute to the request. With ``amplification = 1`` prompt
+    queuing *is* null-prefix switching on a text-to-image model (the same schedule, bitwise);
+    the amplification is what FairQueue adds. Amplification needs prompt tokens, so only
+    text-to-image models take ``amplification != 1``, and only through the pipeline's own
+    call (the runner's path for text-to-image). No extra model evaluation.
+    """
+
+    amplification: float = 1.0
+    name: ClassVar[str] = "prompt_queuing"
+    Params: ClassVar[type] = QueuingParams
+    sweepable: ClassVar[tuple[str, ...]] = ("tau", "amplification")
+    example: ClassVar[dict[str, Any]] = {"tau": 500}
+
+    @classmethod
+    def check_context(cls, params: QueuingParams, context: MethodContext, where: str) -> None:
+        null_condition_refusal(where, cls.name, context.model)
+        if params.amplification != 1.0 and not hasattr(context.model, "token_scale"):
+            raise FairbenchError(
+                f"{where}.amplification = {params.amplification} needs prompt tokens to amplify "
+                "(a text-to-image model); this model has none, so leave amplification at 1"
+            )
+
+    @classmethod
+    def build(cls, params: QueuingParams, context: MethodContext) -> "PromptQueuing":
+        cls.check_context(params, context, "method")
+        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), amplification=params.amplification)
+
+    def params(self) -> dict[str, Any]:
+        return {"tau": self.tau, "amplification": self.amplification}
+
+
+METHODS: dict[str, type[Method]] = {
     "conditional": Conditional,
     "attribute_switching": AttributeSwitching,
     "embedding_mixing": EmbeddingMixing,
     "classifier_guidance": ClassifierGuidance,
+    "random_condition": RandomCondition,
+    "null_prefix_switching": NullPrefixSwitching,
+    "semantic_guidance": SemanticGuidance,
+    "prompt_queuing": PromptQueuing,
 }
 
 
-def method_class(name: str):
+def method_class(name: str) -> type[Method]:
     return lookup(METHODS, name, "method")
+
+
+def assigned(method: Method, requested: torch.Tensor, k: int, *, seed: int, indices: Sequence[int]) -> torch.Tensor:
+    """The values the sampler conditions on for these samples: the request, unless the method assigns its own."""
+    assign = getattr(method, "assign", None)
+    return requested if assign is None else assign(requested, k, seed, indices)
 
 
 def resolve_tau(value: int | float, num_train_timesteps: int) -> int:

@@ -1,8 +1,9 @@
 """Run records: spec + metrics + provenance + the content hash of the spec.
 
-One JSON file per run under ``DIR/records/``, named by the spec hash, written atomically
+One JSON file per run under ``DIR/records/``, named by the job key, written atomically
 (temporary file in the same directory, then ``os.replace``), so a record is either whole
-or absent.
+or absent. `Record` is the schema (a `TypedDict`: records stay plain JSON objects in memory
+and on disk); this module is the one place that makes, writes and reads them.
 """
 
 from __future__ import annotations
@@ -15,11 +16,37 @@ import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from .errors import FairbenchError
 
+# Version 1: the layout below. Bump it when a field changes meaning, and say so here.
 SCHEMA_VERSION = 1
+
+
+class Provenance(TypedDict):
+    versions: dict[str, str | None]
+    git_sha: str | None
+    device: str
+    platform: str
+    seed: int
+    batch_size: int
+
+
+class Record(TypedDict):
+    """One (cell, method, seed) run."""
+
+    schema_version: int
+    label: str  # the method's display label
+    spec: dict[str, Any]  # everything the results depend on (the job spec, the method's resolved params, ...)
+    spec_hash: str  # sha256 of the canonical JSON of `spec`
+    metrics: dict[str, Any]
+    provenance: Provenance  # what the results should not depend on: versions, machine, batch size
+    job_key: NotRequired[str]  # hash of the job spec: the record's file name and resume key
+    tau_search: NotRequired[dict[str, Any]]  # the search's curve, when tau was searched
+
+
+REQUIRED_KEYS = ("schema_version", "label", "spec", "spec_hash", "metrics", "provenance")
 
 
 def canonical_json(value: Any) -> str:
@@ -48,7 +75,7 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def provenance(*, device: str, seed: int, batch_size: int) -> dict:
+def provenance(*, device: str, seed: int, batch_size: int) -> Provenance:
     packages = ("fairbench", "torch", "diffusers", "numpy", "scikit-learn", "fairlearn", "torchmetrics", "clean-fid")
     return {
         "versions": {p: _version(p) for p in packages} | {"python": platform.python_version()},
@@ -60,8 +87,8 @@ def provenance(*, device: str, seed: int, batch_size: int) -> dict:
     }
 
 
-def make_record(*, spec: dict, label: str, metrics: dict, provenance: dict, extra: dict | None = None) -> dict:
-    record = {
+def make_record(*, spec: dict, label: str, metrics: dict, provenance: Provenance | dict, extra: dict | None = None) -> Record:
+    record: Record = {
         "schema_version": SCHEMA_VERSION,
         "label": label,
         "spec": spec,
@@ -70,7 +97,7 @@ def make_record(*, spec: dict, label: str, metrics: dict, provenance: dict, extr
         "provenance": provenance,
     }
     if extra:
-        record.update(extra)
+        record.update(extra)  # type: ignore[typeddict-item]
     return record
 
 
@@ -94,7 +121,7 @@ def record_path(out_dir: Path, key: str) -> Path:
     return Path(out_dir) / "records" / f"{key[:16]}.json"
 
 
-def write_record(out_dir: Path, record: dict) -> Path:
+def write_record(out_dir: Path, record: Record) -> Path:
     """Write atomically under the record's job key (its spec hash when it has none)."""
     path = record_path(out_dir, record.get("job_key") or record["spec_hash"])
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -112,7 +139,7 @@ def read_json(path: Path) -> dict:
 MACHINE_METRICS = ("wall_s", "samples_per_s", "tau_search_s", "peak_mem_mb")
 
 
-def comparable(record: dict) -> dict:
+def comparable(record: Record) -> dict:
     """A record without provenance and machine-dependent timings: equal for equal work."""
     out = {k: v for k, v in record.items() if k != "provenance"}
     out["metrics"] = {k: v for k, v in record["metrics"].items() if k not in MACHINE_METRICS}
@@ -121,18 +148,24 @@ def comparable(record: dict) -> dict:
     return out
 
 
-def read_record(path: Path) -> dict:
-    """One record file, checked to be a record."""
+def read_record(path: Path) -> Record:
+    """One record file, checked to be a record of a schema this version reads."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FairbenchError(f"record {str(path)!r} is not valid JSON: {exc}") from None
     if not isinstance(record, dict) or "spec" not in record or "metrics" not in record:
         raise FairbenchError(f"record {str(path)!r} is not a fairbench record")
+    version = record.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise FairbenchError(f"record {str(path)!r} has schema version {version!r}; this fairbench reads version {SCHEMA_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise FairbenchError(f"record {str(path)!r} lacks {', '.join(missing)}")
     return record
 
 
-def read_records(directory: Path) -> list[dict]:
+def read_records(directory: Path) -> list[Record]:
     """All records under ``directory/records`` (or `directory` itself), sorted by label and seed."""
     directory = Path(directory)
     folder = directory / "records" if (directory / "records").is_dir() else directory

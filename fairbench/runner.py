@@ -25,16 +25,16 @@ from pathlib import Path
 import torch
 
 from .config import Config, MethodSpec
-from .errors import FairbenchError
+from .errors import FairbenchError, lookup
 from .figures import write_figures
 from .html_report import write_html
 from .leaderboard import write_leaderboard
-from .methods import METHODS, ClassifierGuidance, resolve_tau
+from .methods import MethodContext, assigned
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
 from .progress import progress
-from .records import atomic_write_text, make_record, provenance, read_json, record_path, spec_hash, write_record
+from .records import Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, spec_hash, write_record
 from .sample_files import write_sample_folder
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
@@ -71,18 +71,13 @@ class Job:
 
     def spec(self) -> dict:
         """Everything the job's results depend on (and nothing they do not, like batch size)."""
-        config, method = self.config, self.method
-        searched = method.name == "attribute_switching" and isinstance(method.tau, str)
-        method_dict = {
-            k: v for k, v in dataclasses.asdict(method).items()
-            if v is not None and k != "label" and (k != "search_batch_size" or searched)
-        }
+        config = self.config
         return {
             "benchmark": config.benchmark.name,
             "model": config.model,
             "dataset": config.dataset,
             "sampler": dataclasses.asdict(config.sampler),
-            "method": method_dict,
+            "method": self.method.record(),
             "method_index": self.method_index,
             "n_samples": config.benchmark.n_samples,
             "seed": self.seed,
@@ -108,38 +103,18 @@ def plan(configs: list[Config]) -> list[Job]:
 # One job
 
 
-def validate_methods(config: Config, num_train_timesteps: int) -> None:
-    """Refuse bad method parameters before any work or any output."""
-    for spec in config.methods:
-        if spec.name == "attribute_switching" and not isinstance(spec.tau, str):
-            resolve_tau(spec.tau, num_train_timesteps)
-
-
-def build_method(spec: MethodSpec, setup: Setup, tau: int | None):
-    cls = METHODS[spec.name]
-    if cls is ClassifierGuidance:
-        if setup.guidance is None:
-            raise FairbenchError("classifier_guidance needs a guidance classifier, and this model has none")
-        return ClassifierGuidance(scale=1.0 if spec.scale is None else spec.scale, classifier=setup.guidance)
-    if spec.name == "attribute_switching":
-        return cls(tau=tau)
-    if spec.name == "embedding_mixing":
-        return cls(weight=0.5 if spec.weight is None else spec.weight)
-    return cls()
-
-
-def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str) -> TauSearchResult:
+def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, batch_size: int) -> TauSearchResult:
     path = out_dir / "searches" / f"{job.key[:16]}.json"
     if path.exists():
         saved = read_json(path)
         return TauSearchResult(saved["tau"], saved["search"], [tuple(p) for p in saved["curve"]], saved["nfe"], saved["wall_s"])
-    spec, config = job.method, job.config
+    config = job.config
     extra = {}
-    if spec.tau == "direct" and "balance_features" in setup.extras:
-        extra["features"] = setup.extras["balance_features"]
+    if kind == "direct" and setup.balance_features is not None:
+        extra["features"] = setup.balance_features
     result = search_tau(
-        spec.tau, setup.model, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
-        seed=job.seed, batch_size=spec.search_batch_size, device=device, **extra,
+        kind, setup.model, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
+        seed=job.seed, batch_size=batch_size, device=device, **extra,
     )
     atomic_write_text(path, json.dumps(result.as_json() | {"wall_s": result.wall_s}) + "\n")
     return result
@@ -155,6 +130,7 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     n, size = config.benchmark.n_samples, config.benchmark.shard_size
     k = setup.model.num_attributes
     requested = requested_values(n, k)
+    conditions = assigned(method, requested, k, seed=job.seed, indices=range(n))
     folder = out_dir / "shards" / job.key[:16]
     paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0
     bar = progress(total=n, desc=f"sampling {job.method.display}", unit="sample")
@@ -166,7 +142,7 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
             bar.update(len(indices))
         else:
             out = (setup.sample or sample)(
-                setup.model, method, requested[indices],
+                setup.model, method, conditions[indices],
                 scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=job.seed,
                 batch_size=config.benchmark.batch_size, indices=indices, device=device, progress=bar.update,
             )
@@ -177,22 +153,23 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
         nfe, classifier_evals, wall = nfe + int(meta["nfe"]), classifier_evals + int(meta["classifier_evals"]), wall + float(meta["wall_s"])
     bar.close()
     return SampleOutput(
-        samples=ShardedSamples(paths, sizes), requested=requested, final=method.final(requested, k),
+        samples=ShardedSamples(paths, sizes), requested=requested, final=method.final(conditions, k),
         nfe=nfe, wall_s=wall, classifier_evals=classifier_evals,
     )
 
 
-def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> dict:
+def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
     """One job: resolve tau (searching if asked), sample in shards, measure; returns the record."""
     config, spec = job.config, job.method
-    search, tau = None, None
-    if spec.name == "attribute_switching":
-        if isinstance(spec.tau, str):
-            search = _tau_search(job, setup, out_dir, device)
-            tau = search.tau
-        else:
-            tau = resolve_tau(spec.tau, setup.model.num_train_timesteps)
-    method = build_method(spec, setup, tau)
+    searches: list[TauSearchResult] = []
+
+    def search(kind: str, batch_size: int) -> int:
+        searches.append(_tau_search(job, setup, out_dir, device, kind, batch_size))
+        return searches[-1].tau
+
+    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=search)
+    method = spec.method_class.build(spec.options(), context)
+    search = searches[0] if searches else None
     with PeakMemory(device) as memory:
         out = _sample_sharded(job, setup, method, out_dir, device)
     n = config.benchmark.n_samples
@@ -202,9 +179,8 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> dict:
         "wall_s": out.wall_s,
         "samples_per_s": n / out.wall_s if out.wall_s > 0 else None,
         **memory.as_metrics(),
+        **method.run_metrics(),
     }
-    if tau is not None:
-        metrics["tau"] = tau
     if search is not None:
         metrics["tau_search_nfe"] = search.nfe
         metrics["tau_search_s"] = search.wall_s
@@ -213,7 +189,7 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> dict:
     spec_dict = job.spec() | {
         "epsilon_features": setup.feature_name,
         "method_params": method.params(),
-        "final": "requested" if spec.name != "attribute_switching" else "target of the switch: (requested + 1) mod k",
+        "final": method.final_rule,
     }
     extra = {"job_key": job.key}
     if search is not None:
@@ -236,12 +212,12 @@ def _job_lock(out_dir: Path, job: Job):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[dict, bool]:
+def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[Record, bool]:
     """Run a job unless its record exists; returns (record, whether it was computed now)."""
     path = record_path(out_dir, job.key)
     with _job_lock(out_dir, job):
         if path.exists():
-            return read_json(path), False
+            return read_record(path), False
         record = run_cell(job, setup, out_dir, device=device)
         write_record(out_dir, record)
         return record, True
@@ -261,14 +237,17 @@ class SetupCache:
         key = json.dumps([config.model, config.dataset], sort_keys=True)
         if key not in self._setups:
             setup = config.model_spec().build(device=self.device, dataset=config.dataset)
-            validate_methods(config, setup.model.num_train_timesteps)
+            config.check_methods(setup.model.num_train_timesteps)
+            context = MethodContext(model=setup.model, guidance=setup.guidance)
+            for i, spec in enumerate(config.methods):  # what a method needs of the model, before any work
+                spec.method_class.check_context(spec.options(), context, f"methods[{i}]")
             self._setups[key] = setup
         return self._setups[key]
 
 
 def run_local(
     jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], setups: SetupCache | None = None
-) -> list[dict]:
+) -> list[Record]:
     setups = setups or SetupCache(device)
     records = []
     overall = progress(total=len(jobs), desc="benchmark", unit="job")
@@ -299,7 +278,7 @@ def _ray_task(job: Job, out_dir: str, device: str) -> tuple[dict, bool]:
     return execute_job(job, _RAY_SETUPS(job.config), Path(out_dir), device=device)
 
 
-def run_ray(jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], **_) -> list[dict]:
+def run_ray(jobs: list[Job], out_dir: Path, *, device: str, log: Callable[[str], None], **_) -> list[Record]:
     """Run jobs as Ray tasks: on a local cluster, or on the cluster `ray.init` connects to.
 
     The output directory must be shared by every node (a network file system on a cluster).
@@ -328,14 +307,12 @@ EXECUTORS = {"local": run_local, "ray": run_ray}
 def run_benchmark(
     configs: Config | list[Config], out_dir: Path, *, device: str = "cpu", executor: str = "local", log=None,
     save_images: bool = False,
-) -> list[dict]:
+) -> list[Record]:
     """Run every job of the grid (finished ones are reused) and write the leaderboard.
 
     `save_images`: also write each job's samples as files with their table under
     ``samples/<job key>/`` (`fairbench.sample_files`), the input of `fairbench audit`.
     """
-    from .errors import lookup
-
     log = log or (lambda message: print(message, file=sys.stderr))
     configs = [configs] if isinstance(configs, Config) else list(configs)
     execute = lookup(EXECUTORS, executor, "executor")

@@ -1,12 +1,14 @@
 """The one sampling loop: a diffusers scheduler, a model, and a method that picks conditions.
 
 For every visited timestep t: the method gives each sample a condition mixture; the model
-predicts the noise under it; a method with a correction (classifier guidance) adjusts it;
+predicts the noise under it; a method with a correction (classifier guidance, semantic
+guidance) adjusts it;
 the scheduler takes its ordinary step. Nothing else differs between methods.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import torch
 from .errors import NumericalFault
 from .models.base import Denoiser
 from .noise import STEPS, generators, initial_noise
-from .schedulers import make_scheduler
+from .schedulers import build_scheduler
 
 
 @dataclass
@@ -31,7 +33,7 @@ class SampleOutput:
 
 def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
     kwargs = {"generator": gens}
-    if type(scheduler).__name__ == "DDIMScheduler":
+    if "eta" in inspect.signature(scheduler.step).parameters:  # DDIM's step: eta = 0, deterministic
         kwargs["eta"] = 0.0
     return kwargs
 
@@ -48,8 +50,7 @@ def denoise(
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, int, int]:
     """Run one batch from `noise` to samples; returns (samples, nfe, classifier evaluations)."""
-    scheduler = make_scheduler(scheduler_name, **model.scheduler_config())
-    scheduler.set_timesteps(steps)
+    scheduler = build_scheduler(scheduler_name, model, steps)
     abar = scheduler.alphas_cumprod
     k = model.num_attributes
     x = noise * scheduler.init_noise_sigma
@@ -64,8 +65,11 @@ def denoise(
             eps = model.eps(model_input, t, weights)
         nfe += len(x)
         if correct is not None:
-            eps = correct(eps, model_input, t, float(abar[t]))
-            classifier_evals += len(x)
+            eps = correct(eps, model_input, t, float(abar[t]), requested)
+            if method.correction_nfe:  # a correction that calls the model is counted as model evaluations
+                nfe += method.correction_nfe * len(x)
+            else:
+                classifier_evals += len(x)
         if not torch.isfinite(eps).all():
             raise NumericalFault(
                 f"non-finite noise prediction from the model at step {index} (t={t}) "

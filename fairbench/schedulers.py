@@ -65,6 +65,16 @@ def make_scheduler(
     return build(noise)
 
 
+def build_scheduler(name: str, model: Any, steps: int) -> SchedulerMixin:
+    """The named scheduler over `model`'s training noise schedule, set to visit `steps` timesteps.
+
+    `model` is a `fairbench.models.base.Denoiser` (anything with ``scheduler_config()``).
+    """
+    scheduler = make_scheduler(name, **model.scheduler_config())
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
 def visited_timesteps(scheduler: SchedulerMixin, steps: int) -> list[int]:
     """Training timesteps the scheduler visits for `steps` inference steps, in order."""
     scheduler.set_timesteps(steps)

@@ -71,6 +71,8 @@ EDITS = [
     ("unknown-fid-backend", "[sampler]", '[metrics]\nfid_backend = "pytorch-fid"\n[sampler]', ["'pytorch-fid'"]),
     ("bad-confidence", "[sampler]", "[metrics]\nconfidence = 1.5\n[sampler]", ["confidence", "1.5"]),
     ("empty-sweep", "tau = 224", "tau = []", ["empty list"]),
+    ("dataset-name-typo-on-gaussian", "[sampler]", '[dataset]\nname = "celebz"\n[sampler]', ["'celebz'", "Did you mean: celeba?"]),
+    ("dataset-on-gaussian", "[sampler]", '[dataset]\nname = "digits"\n[sampler]', ["gaussian model kind takes no [dataset]"]),
     ("models-and-model", "[sampler]", '[[models]]\nkind = "gaussian"\nmeans = [[0.0], [1.0]]\n[sampler]', ["either [model] or [[models]]"]),
 ]
 

@@ -211,7 +211,7 @@ def test_tau_searches_return_a_curve_over_the_visited_timesteps(t2i):
     assert reference.tau == min(reference.curve, key=lambda pair: pair[1])[0]
     assert reference.nfe == 2 * 2 * STEPS_N
     direct = direct_search(model, scheduler_name="ddim", steps=STEPS_N, seed=0, batch_size=2,
-                           features=t2i.extras["balance_features"])
+                           features=t2i.balance_features)
     taus = [tau for tau, _ in direct.curve]
     assert taus == sorted(taus) and set(taus) <= set(candidates) and {-1, timesteps[0]} <= set(taus)
     assert dict(direct.curve)[-1] == pytest.approx(1.0) and direct.tau in candidates
@@ -235,7 +235,7 @@ def test_clip_judge_matches_clip_forward(t2i, folders):
 
 def test_without_a_judge_epsilon_uses_pooled_pixels(folders):
     t2i = model_spec(table(folders, judge="none")).build(device="cpu")
-    assert t2i.judge is None and "balance_features" not in t2i.extras
+    assert t2i.judge is None and t2i.balance_features is None
     images = torch.rand(2, 3, 16, 16)
     assert torch.equal(t2i.features(images), pixel_features(images))
     assert torch.equal(pixel_features(images), images.reshape(2, -1))  # 16 x 16 is kept as is
@@ -276,7 +276,9 @@ def test_fairbench_run_writes_records_and_a_leaderboard(folders, tmp_path):
                ("attribute_switching", {"tau": "direct"}), ("embedding_mixing", {"weight": 0.5}),
                ("classifier_guidance", {"scale": 2.0})]
     for index, (name, params) in enumerate(methods):
-        lines += ["", "[[methods]]", f'name = "{name}"', f'label = "m{index}"', "search_batch_size = 2"]
+        lines += ["", "[[methods]]", f'name = "{name}"', f'label = "m{index}"']
+        if isinstance(params.get("tau"), str):
+            lines += ["search_batch_size = 2"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in params.items()]
     config = tmp_path / "tiny.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -332,9 +334,13 @@ def test_the_sd15_baseline_is_the_papers_setting():
     config = load_config(Path(__file__).resolve().parents[1] / "baselines" / "sd15-gender.toml")
     spec = config.model_spec()
     assert spec.kind == "text_to_image" and spec.prompts == PROMPTS
-    taus = [m.tau for m in config.methods if m.name == "attribute_switching" and isinstance(m.tau, int)]
+    taus = [m.params["tau"] for m in config.methods if m.name == "attribute_switching" and isinstance(m.params["tau"], int)]
     assert taus == list(range(650, 901, 50))
-    assert {m.name for m in config.methods} == {"conditional", "attribute_switching", "embedding_mixing", "classifier_guidance"}
+    assert {m.name for m in config.methods} == {
+        "conditional", "attribute_switching", "embedding_mixing", "classifier_guidance",
+        "null_prefix_switching", "prompt_queuing", "semantic_guidance",
+    }
+    assert spec.neutral_prompt is not None  # the null condition of null-prefix switching and prompt queuing
 
 
 def test_the_latent_guidance_classifier_learns_a_separable_attribute():

@@ -7,6 +7,7 @@ returns an `ImageDataset`.
 
 from __future__ import annotations
 
+from ..tables import import_optional, parse_variant
 from .base import SPLITS, ImageDataset
 
 DATASETS: dict[str, type] = {}
@@ -18,8 +19,6 @@ def register_dataset(name: str, spec: type) -> None:
 
 def dataset_spec(table: dict):
     """Parse a ``[dataset]`` table into the spec of its `name`."""
-    from ..config import parse_variant
-
     _load_builtin()
     return parse_variant(table, DATASETS, key="name", section="dataset", kind="dataset")
 
@@ -29,8 +28,6 @@ def load_dataset(table: dict) -> ImageDataset:
 
 
 def _load_builtin() -> None:
-    from ..config import import_optional
-
     import_optional("fairbench.datasets.digits", "fairbench.datasets.folders")
 
 

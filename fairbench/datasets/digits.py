@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.datasets import load_digits
 
 from ..errors import FairbenchError
 from . import register_dataset
@@ -111,8 +112,6 @@ class DigitsSpec:
             raise FairbenchError(f"{where}.seed must be non-negative, got {self.seed}")
 
     def load(self) -> ImageDataset:
-        from sklearn.datasets import load_digits
-
         bunch = load_digits()
         pixels = bunch.images.astype(np.float32)  # [1797, 8, 8], 0..16
         digits = bunch.target.astype(np.int64)

@@ -17,6 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .balance import attribute_distribution, balance_metrics, fairness_discrepancy, judged_distribution, kl_to_uniform
+from .fairness import EpsilonEstimate, epsilon_fairness
+from .features import FeatureExtractor, inception_features, raw_features
+from .quality import FeatureStats, frechet_distance, kernel_distance, quality_metrics
+from .suite import SuiteOptions, evaluate
+from .utility import UtilityResult, train_synthetic_test_real
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -259,8 +266,8 @@ METRICS: dict[str, MetricInfo] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# The public functions, for users' own samples (``from fairbench.metrics import epsilon_fairness``).
-# Imported on first use, so reading `METRICS` (leaderboards, `fairbench ls`) stays light.
+# The public functions, for users' own samples (``from fairbench.metrics import epsilon_fairness``),
+# imported at the top of this module.
 
 _EXPORTS = {
     "epsilon_fairness": "fairness", "EpsilonEstimate": "fairness",
@@ -273,10 +280,3 @@ _EXPORTS = {
 }
 __all__ = ["METRICS", "MetricInfo", *_EXPORTS]
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        from importlib import import_module
-
-        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import resource
+import sys
 from pathlib import Path
 
 import torch
@@ -40,9 +42,6 @@ def _reset_rss_peak() -> bool:
 
 
 def _maxrss_bytes() -> int:
-    import resource
-    import sys
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 

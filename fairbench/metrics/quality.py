@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..errors import FairbenchError
+from ..errors import FairbenchError, lookup
 from .features import ExtractorModule, FeatureExtractor
 
 Backend = Literal["clean-fid", "torchmetrics"]
@@ -232,8 +232,6 @@ def quality_metrics(
     `requested`); `real_labels`: the sensitive value of each real image. Groups are keyed by
     the carried value's name.
     """
-    from ..errors import lookup
-
     compute = lookup(QUALITY_BACKENDS, backend, "FID backend")
     if len(generated) < 2 or len(real) < 2:
         raise FairbenchError(f"FID needs at least 2 generated and 2 real samples, got {len(generated)} and {len(real)}")

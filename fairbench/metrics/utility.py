@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from fairlearn.metrics import MetricFrame, demographic_parity_difference, equalized_odds_difference
 from sklearn.dummy import DummyClassifier
 from sklearn.metrics import accuracy_score
@@ -78,7 +79,6 @@ class UtilityResult:
 def sample_values(samples) -> np.ndarray:
     """The samples' raw values as ``[N, D]`` float64: images ``[N, C, H, W]`` with a side above
     `MAX_SIDE` are area-averaged to at most ``MAX_SIDE x MAX_SIDE`` first; anything else is flattened."""
-    import torch
 
     x = torch.as_tensor(samples).detach().to("cpu", torch.float64)
     if x.ndim == 4 and max(x.shape[2:]) > MAX_SIDE:

@@ -1,110 +1,15 @@
 """Model kinds: each parses its own ``[model]`` table and builds a `Setup` for the runner.
 
-``MODEL_KINDS`` maps the ``kind`` key to the spec dataclass of that kind.
+``MODEL_KINDS`` maps the ``kind`` key to the spec dataclass of that kind; each spec lives
+beside its model (`gaussian.GaussianSpec`, `unet.UNetSpec`, the text-to-image spec). The
+image and text-to-image kinds register themselves when their module is imported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import torch
-
-from ..errors import FairbenchError, lookup
-from .base import Denoiser, GuidanceClassifier
-
-
-@dataclass
-class RealData:
-    """Real samples for reference metrics (FID against real data, train-synthetic-test-real)."""
-
-    samples: torch.Tensor  # [N, *sample_shape], same space as the generated samples
-    sensitive: torch.Tensor  # [N] sensitive attribute codes
-    target: torch.Tensor | None = None  # [N] target attribute codes (utility), if any
-    target_values: tuple[str, ...] = ()
-    train: "RealData | None" = None  # the real training split: reference utility and target gap
-
-
-@dataclass
-class Setup:
-    """Everything a benchmark needs from a model kind, built once per run."""
-
-    model: Denoiser
-    guidance: GuidanceClassifier | None = None
-    # Features the epsilon estimator classifies (raw values, or a judge's features for images).
-    features: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda x: x.reshape(len(x), -1))
-    feature_name: str = "raw"
-    # Extra exact metrics for a run, e.g. the closed-form TV on the Gaussian model.
-    exact_metrics: Callable[..., dict[str, Any]] | None = None
-    # A kind with its own sampling path (text-to-image pipelines) provides it here, with the
-    # signature of `fairbench.sampling.sample`; None means the shared loop.
-    sample: Callable[..., Any] | None = None
-    # Image kinds: real reference data, and the judge (trained on real data, never the
-    # guidance classifier): samples -> log-probabilities over the k sensitive values.
-    real: RealData | None = None
-    judge: Callable[[torch.Tensor], torch.Tensor] | None = None
-    # samples -> log-probabilities over the target attribute (labels for the utility metrics).
-    target_judge: Callable[[torch.Tensor], torch.Tensor] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class GaussianSpec:
-    """``kind = "gaussian"``: the analytic model of METHOD.md."""
-
-    kind: Literal["gaussian"]
-    means: list[list[float]]
-    std: float = 0.5
-    beta_schedule: str = "linear"
-    num_train_timesteps: int = 1000
-    attribute_names: list[str] | None = None
-    n_real: int = 10000  # real reference samples x_0 ~ N(mu_a, std^2 I), balanced over a (FID, KID)
-
-    def validate(self, where: str) -> None:
-        from ..schedulers import BETA_SCHEDULES
-
-        lookup({b: b for b in BETA_SCHEDULES}, self.beta_schedule, f"{where}.beta_schedule")
-        if len(self.means) < 2 or len({len(row) for row in self.means}) != 1 or not self.means[0]:
-            raise FairbenchError(f"{where}.means must be at least 2 rows of equal, non-zero length")
-        if self.std <= 0:
-            raise FairbenchError(f"{where}.std must be positive, got {self.std}")
-        if self.num_train_timesteps < 2:
-            raise FairbenchError(f"{where}.num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
-        if self.attribute_names is not None and len(self.attribute_names) != len(self.means):
-            raise FairbenchError(f"{where}.attribute_names must name {len(self.means)} values, got {len(self.attribute_names)}")
-        if self.n_real < 2:
-            raise FairbenchError(f"{where}.n_real must be at least 2, got {self.n_real}")
-
-    def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
-        from .gaussian import GaussianModel, exact_run_metrics
-
-        model = GaussianModel(
-            self.means,
-            self.std,
-            beta_schedule=self.beta_schedule,
-            num_train_timesteps=self.num_train_timesteps,
-            attribute_names=tuple(self.attribute_names) if self.attribute_names else None,
-        )
-        # One fixed draw (seed 0), so every method and seed is compared with the same reference.
-        labels = torch.arange(self.n_real) % model.num_attributes
-        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels,
-                        train=RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(1)), sensitive=labels))
-        return Setup(
-            model=model,
-            guidance=model.guidance_classifier(),
-            exact_metrics=lambda **kw: exact_run_metrics(model, **kw),
-            real=real,
-            judge=lambda x: bayes_judge(model, x),
-        )
-
-
-def bayes_judge(model, x: torch.Tensor) -> torch.Tensor:
-    """The Gaussian model's judge: the exact posterior of clean data under a uniform prior,
-    ``log p(a | x) = log_softmax_a(-||x - mu_a||^2 / (2 std^2))`` (the Bayes classifier; it errs
-    where the values overlap, as a trained judge would)."""
-    means = model.means.to(x)
-    return torch.log_softmax(-0.5 * ((x[:, None, :] - means[None]) ** 2).sum(-1) / model.std**2, dim=1)
+from ..tables import import_optional, parse_variant
+from .base import Denoiser, GuidanceClassifier, RealData, Setup
+from .gaussian import GaussianSpec
 
 
 MODEL_KINDS: dict[str, type] = {"gaussian": GaussianSpec}
@@ -115,14 +20,13 @@ def register_model_kind(kind: str, spec: type) -> None:
 
 
 def model_spec(table: dict):
-    from ..config import parse_variant
-
     _load_optional_kinds()
     return parse_variant(table, MODEL_KINDS, key="kind", section="model", kind="model kind")
 
 
 def _load_optional_kinds() -> None:
     """Image and text-to-image kinds live in their own modules; import them on first use."""
-    from ..config import import_optional
-
     import_optional("fairbench.models.unet", "fairbench.models.text_to_image")
+
+
+__all__ = ["MODEL_KINDS", "Denoiser", "GaussianSpec", "GuidanceClassifier", "RealData", "Setup", "model_spec", "register_model_kind"]

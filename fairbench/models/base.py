@@ -8,7 +8,9 @@ embedding, a class mean) and predicts the noise.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -20,9 +22,14 @@ class Denoiser(Protocol):
     attribute_names: tuple[str, ...]
     sample_shape: tuple[int, ...]
     dtype: torch.dtype
+    num_train_timesteps: int  # T: training timesteps are 0..T-1, tau lives in [-1, T-1]
 
     @property
     def num_attributes(self) -> int: ...
+
+    def scheduler_config(self) -> dict[str, Any]:
+        """The training noise schedule, as keyword arguments of `fairbench.schedulers.make_scheduler`."""
+        ...
 
     def eps(self, x: torch.Tensor, t: int, weights: torch.Tensor) -> torch.Tensor:
         """Noise prediction at training timestep `t` under condition ``weights @ E`` ([B, k])."""
@@ -46,3 +53,40 @@ def as_labels(weights: torch.Tensor) -> torch.Tensor | None:
     if torch.equal(weights, one_hot(labels, weights.shape[1], weights.dtype)):
         return labels
     return None
+
+
+@dataclass
+class RealData:
+    """Real samples for reference metrics (FID against real data, train-synthetic-test-real)."""
+
+    samples: torch.Tensor  # [N, *sample_shape], same space as the generated samples
+    sensitive: torch.Tensor  # [N] sensitive attribute codes
+    target: torch.Tensor | None = None  # [N] target attribute codes (utility), if any
+    target_values: tuple[str, ...] = ()
+    train: "RealData | None" = None  # the real training split: reference utility and target gap
+
+
+@dataclass
+class Setup:
+    """Everything a benchmark needs from a model kind, built once per run."""
+
+    model: Denoiser
+    guidance: GuidanceClassifier | None = None
+    # Features the epsilon estimator classifies (raw values, or a judge's features for images).
+    features: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda x: x.reshape(len(x), -1))
+    feature_name: str = "raw"
+    # Extra exact metrics for a run, e.g. the closed-form TV on the Gaussian model.
+    exact_metrics: Callable[..., dict[str, Any]] | None = None
+    # A kind with its own sampling path (text-to-image pipelines) provides it here, with the
+    # signature of `fairbench.sampling.sample`; None means the shared loop.
+    sample: Callable[..., Any] | None = None
+    # Image kinds: real reference data, and the judge (trained on real data, never the
+    # guidance classifier): samples -> log-probabilities over the k sensitive values.
+    real: RealData | None = None
+    judge: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # samples -> log-probabilities over the target attribute (labels for the utility metrics).
+    target_judge: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # samples -> per-sample attribute probabilities [B, k], balanced by the direct tau search
+    # (the judge's probabilities; None: the search balances the samples' raw values).
+    balance_features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -7,6 +7,10 @@ exact noise prediction (the posterior mean of the noise) is
     eps*(x, t, a) = sqrt(1 - abar_t) (x - sqrt(abar_t) mu_a) / v_t.
 
 A condition mixture ``w`` (embedding mixing) conditions on the mixed mean ``w @ mu``.
+A ``k + 1``-th column is the null condition, the exact unconditional noise prediction of the
+mixture with a uniform prior, ``eps*(x, t) = sum_a p(a | x_t) eps*(x, t, a)`` (the mixture's
+score is the posterior-weighted sum of the components' scores); a row ``w`` then predicts
+``sum_a w_a eps*(x, t, a) + w_null eps*(x, t)``.
 
 Under DDIM (eta = 0) every step is affine in x, so the output of any condition schedule is
 ``N(m, A^2 I)`` with scalar ``A`` shared by all schedules; for two schedules with outputs
@@ -19,11 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-from ..errors import FairbenchError
-from ..schedulers import make_scheduler
+from ..errors import FairbenchError, lookup
+from ..schedulers import BETA_SCHEDULES, build_scheduler, make_scheduler
+from .base import RealData, Setup
 
 
 class GaussianModel:
@@ -69,9 +75,16 @@ class GaussianModel:
         abar = float(self.alphas_cumprod[t])
         return abar, abar * self.std**2 + 1.0 - abar
 
+    has_null_condition = True  # column k of a condition mixture: the exact unconditional model
+
     def eps(self, x: torch.Tensor, t: int, weights: torch.Tensor) -> torch.Tensor:
         abar, var = self._marginal(int(t))
-        mu = weights.to(self.means) @ self.means
+        k = self.num_attributes
+        weights = weights.to(self.means)
+        mu = weights[:, :k] @ self.means
+        if weights.shape[1] > k:  # the null column: the posterior mean of mu under a uniform prior
+            posterior = ExactPosterior(self).log_prob(x, t).exp().to(self.means)
+            mu = mu + weights[:, k : k + 1] * (posterior @ self.means)
         return math.sqrt(1.0 - abar) * (x - math.sqrt(abar) * mu.to(x)) / var
 
     def guidance_classifier(self) -> "ExactPosterior":
@@ -115,8 +128,7 @@ def ddim_coefficients(model: GaussianModel, steps: int) -> tuple[list[int], torc
     conditions on. ``abar'`` follows diffusers' DDIM: ``abar_{t - T // steps}``, and 1 past
     the end. Returns the visited timesteps, ``g`` (one weight per step) and ``A``.
     """
-    scheduler = make_scheduler("ddim", **model.scheduler_config())
-    scheduler.set_timesteps(steps)
+    scheduler = build_scheduler("ddim", model, steps)
     timesteps = [int(t) for t in scheduler.timesteps]
     stride = model.num_train_timesteps // steps
     gains, offsets = [], []
@@ -197,9 +209,11 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
     """Closed-form metrics of a run where they exist (DDIM, schedules that ignore x).
 
     ``tv_exact``: the exact max pairwise TV between requested groups, the quantity
-    ``epsilon`` estimates from below.
+    ``epsilon`` estimates from below. Not given for a corrected method (the correction
+    depends on x), for one that assigns its own conditions (each group's law is then a
+    mixture, not one Gaussian), nor for one that uses the null condition (not affine in x).
     """
-    if scheduler_name != "ddim" or getattr(method, "correct", None) is not None:
+    if scheduler_name != "ddim" or any(getattr(method, hook, None) is not None for hook in ("correct", "assign")):
         return {}
     timesteps, _, _ = ddim_coefficients(model, steps)
     k = model.num_attributes
@@ -207,6 +221,63 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
     for a in range(k):
         requested = torch.tensor([a])
         schedule = [method.weights(t, requested, k)[0].to(torch.float64) for t in timesteps]
-        laws.append(ddim_output(model, steps, schedule))
+        if any(len(w) > k and w[k:].any() for w in schedule):
+            return {}  # the null condition is not affine in x: no closed form
+        laws.append(ddim_output(model, steps, [w[:k] for w in schedule]))
     tv = max(gaussian_tv(laws[a], laws[b]) for a in range(k) for b in range(a + 1, k))
     return {"tv_exact": tv}
+
+
+@dataclass(frozen=True)
+class GaussianSpec:
+    """``kind = "gaussian"``: the analytic model of METHOD.md."""
+
+    kind: Literal["gaussian"]
+    means: list[list[float]]
+    std: float = 0.5
+    beta_schedule: str = "linear"
+    num_train_timesteps: int = 1000
+    attribute_names: list[str] | None = None
+    n_real: int = 10000  # real reference samples x_0 ~ N(mu_a, std^2 I), balanced over a (FID, KID)
+
+    def validate(self, where: str) -> None:
+        lookup({b: b for b in BETA_SCHEDULES}, self.beta_schedule, f"{where}.beta_schedule")
+        if len(self.means) < 2 or len({len(row) for row in self.means}) != 1 or not self.means[0]:
+            raise FairbenchError(f"{where}.means must be at least 2 rows of equal, non-zero length")
+        if self.std <= 0:
+            raise FairbenchError(f"{where}.std must be positive, got {self.std}")
+        if self.num_train_timesteps < 2:
+            raise FairbenchError(f"{where}.num_train_timesteps must be at least 2, got {self.num_train_timesteps}")
+        if self.attribute_names is not None and len(self.attribute_names) != len(self.means):
+            raise FairbenchError(f"{where}.attribute_names must name {len(self.means)} values, got {len(self.attribute_names)}")
+        if self.n_real < 2:
+            raise FairbenchError(f"{where}.n_real must be at least 2, got {self.n_real}")
+
+    def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
+        model = GaussianModel(
+            self.means,
+            self.std,
+            beta_schedule=self.beta_schedule,
+            num_train_timesteps=self.num_train_timesteps,
+            attribute_names=tuple(self.attribute_names) if self.attribute_names else None,
+        )
+        # One fixed draw (seed 0), so every method and seed is compared with the same reference.
+        labels = torch.arange(self.n_real) % model.num_attributes
+        # A second draw (seed 1) is the "training split" of the reference utility and target gap.
+        real = RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(0)), sensitive=labels,
+                        train=RealData(samples=model.sample_data(labels, torch.Generator().manual_seed(1)), sensitive=labels))
+        return Setup(
+            model=model,
+            guidance=model.guidance_classifier(),
+            exact_metrics=lambda **kw: exact_run_metrics(model, **kw),
+            real=real,
+            judge=lambda x: bayes_judge(model, x),
+        )
+
+
+def bayes_judge(model: GaussianModel, x: torch.Tensor) -> torch.Tensor:
+    """The Gaussian model's judge: the exact posterior of clean data under a uniform prior,
+    ``log p(a | x) = log_softmax_a(-||x - mu_a||^2 / (2 std^2))`` (the Bayes classifier; it errs
+    where the values overlap, as a trained judge would)."""
+    means = model.means.to(x)
+    return torch.log_softmax(-0.5 * ((x[:, None, :] - means[None]) ** 2).sum(-1) / model.std**2, dim=1)

@@ -5,8 +5,10 @@ its root or under ``unet/``) or a hub id; without `path`, a UNet is trained on t
 ``[dataset]``'s train split (`fairbench.train`) and cached. With a ``[dataset]``, the kind
 also provides the judge, the guidance classifier and the real test split for the metrics.
 
-Conditions: class label a = sensitive value a (``num_class_embeds >= k``; a trained null
-class, if any, is label k). One-hot weights take the UNet's standard path
+Conditions: class label a = sensitive value a (``num_class_embeds >= k``). A UNet with
+exactly ``k + 1`` class embeddings (what ``fairbench train`` writes with
+``[model.unet] null_class = true``) has a null class, label k, which is the column k of a
+condition mixture; a UNet with k embeddings has no null condition. One-hot weights take the UNet's standard path
 (``class_labels``); any other mixture ``w`` ([B, k]) replaces the class embedding by
 ``w @ E[:k]`` through a forward hook on ``unet.class_embedding``, so the UNet's own forward
 runs unchanged (embedding mixing).
@@ -16,15 +18,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from huggingface_hub import HfApi
 
+from ..classifiers import Judge
+from ..datasets import dataset_spec
 from ..errors import FairbenchError
 from ..schedulers import BETA_SCHEDULES
-from ..train import GuidanceTraining, JudgeTraining, UNetTraining
-from . import RealData, Setup, register_model_kind
-from .base import as_labels
+from ..train import GuidanceTraining, JudgeTraining, LabelledImages, UNetTraining, cached_guidance, cached_judge, cached_unet
+from . import register_model_kind
+from .base import RealData, Setup, as_labels
 
 DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear"}  # DDPM's
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
@@ -56,6 +62,11 @@ class UNetDenoiser:
     def num_attributes(self) -> int:
         return len(self.attribute_names)
 
+    @property
+    def has_null_condition(self) -> bool:
+        """Whether label k is a null class (exactly k + 1 class embeddings, module docstring)."""
+        return self.unet.config.num_class_embeds == self.num_attributes + 1
+
     def scheduler_config(self) -> dict[str, Any]:
         return dict(self.schedule)
 
@@ -66,7 +77,7 @@ class UNetDenoiser:
         if labels is not None:
             return self.unet(x, timesteps, class_labels=labels.to(x.device)).sample
         embedding = self.unet.class_embedding
-        mixed = weights.to(embedding.weight) @ embedding.weight[: self.num_attributes]
+        mixed = weights.to(embedding.weight) @ embedding.weight[: weights.shape[1]]
         # The hook's return value replaces the embedding lookup; labels only make it run.
         handle = embedding.register_forward_hook(lambda module, inputs, output: mixed.to(output))
         try:
@@ -88,8 +99,6 @@ def _looks_local(path: str) -> bool:
 def read_schedule(source: str) -> dict[str, Any]:
     """The noise schedule from a saved ``scheduler_config.json`` (beside the UNet, under
     ``scheduler/``), else DDPM's default (linear betas, T = 1000)."""
-    from diffusers import DDPMScheduler
-
     for subfolder in ("scheduler", None):
         try:
             config = DDPMScheduler.load_config(source, subfolder=subfolder)
@@ -114,8 +123,6 @@ def read_schedule(source: str) -> dict[str, Any]:
 
 def load_unet(path: str, device: str):
     """(UNet2DModel, noise schedule, folder it came from) for a local folder or a hub id."""
-    from diffusers import UNet2DModel
-
     if _looks_local(path):
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -141,8 +148,6 @@ def load_unet(path: str, device: str):
         except (OSError, ValueError):
             continue
         return unet.to(device).eval(), read_schedule(path), path
-    from huggingface_hub import HfApi
-
     try:  # one quick request, so that an offline machine fails at once rather than after download retries
         HfApi().model_info(path, timeout=10)
     except Exception as exc:  # offline, unknown repository, gated, ...: the same advice
@@ -185,8 +190,6 @@ class LabelledSplits:
 
 def labelled_splits(dataset: dict) -> LabelledSplits:
     """Held-out accuracies use val, real reference data test; one stands in for the other if missing."""
-    from ..datasets import dataset_spec
-    from ..train import LabelledImages
 
     data_spec = dataset_spec(dataset)
     data = data_spec.load()
@@ -205,9 +208,6 @@ def judge_and_real(splits: LabelledSplits, training: JudgeTraining, *, device: s
     The benchmark (`UNetSpec.prepare`) and `fairbench audit` both measure through this, so
     they use the same judge and the same real data.
     """
-    from ..classifiers import Judge
-    from ..train import cached_judge
-
     judge = cached_judge(splits.train, splits.val, training, device=device)
     test, train = splits.test, splits.train
     real = RealData(samples=test.images, sensitive=test.sensitive, target=test.target, target_values=test.target_values,
@@ -227,6 +227,7 @@ class UNetSpec:
     unet: UNetTraining = field(default_factory=UNetTraining)
     judge: JudgeTraining = field(default_factory=JudgeTraining)
     guidance: GuidanceTraining = field(default_factory=GuidanceTraining)
+    takes_dataset: ClassVar[bool] = True  # [dataset]: the data to train on and to measure against
 
     def validate(self, where: str) -> None:
         if self.path is not None and _looks_local(self.path) and not Path(self.path).expanduser().is_dir():
@@ -237,8 +238,6 @@ class UNetSpec:
 
     def prepare(self, *, device: str = "cpu", dataset: dict | None = None) -> ImageArtifacts:
         """Load or train (cached) everything this model needs."""
-        from ..train import cached_guidance, cached_unet
-
         if dataset is None:
             if self.path is None:
                 raise FairbenchError(
@@ -284,7 +283,8 @@ class UNetSpec:
             real=prepared.real,
             judge=judge.sensitive_log_prob,
             target_judge=judge.target_log_prob if prepared.real.target is not None else None,
-            extras={"balance_features": judge.sensitive_prob, "artifacts": prepared.info},
+            balance_features=judge.sensitive_prob,
+            extras={"artifacts": prepared.info},
         )
 
 

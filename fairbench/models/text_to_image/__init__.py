@@ -95,10 +95,10 @@ class TextToImageSpec:
         guidance = None
         if self.guidance_train_samples:
             guidance = guidance_from_own_samples(model, samples_per_value=self.guidance_train_samples, iters=self.guidance_train_iters)
-        extras: dict[str, Any] = {}
+        balance_features = None
         if judge is not None:
             # Direct tau search on latents: balance the judge's attribute probabilities of the decoded images.
-            extras["balance_features"] = lambda latents: judge.log_prob(model.decode(latents)).exp()
+            balance_features = lambda latents: judge.log_prob(model.decode(latents)).exp()  # noqa: E731
         return Setup(
             model=model,
             guidance=guidance,
@@ -106,7 +106,7 @@ class TextToImageSpec:
             feature_name=f"{judge.name} image embeddings" if judge is not None else f"pixels pooled to {PIXEL_FEATURE_SIZE}x{PIXEL_FEATURE_SIZE}",
             sample=sample_pipeline,
             judge=judge.log_prob if judge is not None else None,
-            extras=extras,
+            balance_features=balance_features,
         )
 
 

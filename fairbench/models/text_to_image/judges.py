@@ -8,14 +8,12 @@ then uses `pixel_features`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ...errors import FairbenchError
 
-if TYPE_CHECKING:
-    from . import TextToImageSpec
 
 PIXEL_FEATURE_SIZE = 16  # epsilon features without a judge: images average-pooled to at most 16 x 16
 
@@ -74,7 +72,7 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True)
 
 
-def _clip_judge(spec: "TextToImageSpec", *, device: str) -> ClipZeroShotJudge:
+def _clip_judge(spec, *, device: str) -> ClipZeroShotJudge:
     return ClipZeroShotJudge(spec.judge_path, spec.judge_prompts or spec.prompts, device=device)
 
 

@@ -77,6 +77,11 @@ class TextToImageModel:
         return len(self.prompts)
 
     @property
+    def has_null_condition(self) -> bool:
+        """Whether a neutral prompt gives the condition mixtures a column k."""
+        return self.neutral_prompt is not None
+
+    @property
     def cfg(self) -> bool:
         """Whether the pipeline runs classifier-free guidance (its own rule: scale > 1)."""
         return self.guidance_scale > 1.0
@@ -101,6 +106,35 @@ class TextToImageModel:
             name: torch.tensordot(w, table[: w.shape[1]].float(), dims=([1], [0])).to(table.dtype)
             for name, table in self.conditions.items()
         }
+
+    def attribute_tokens(self) -> torch.Tensor:
+        """``[k, tokens]`` bool: the positions of ``prompts[a]``'s tokens that the neutral prompt lacks.
+
+        These are what prompt queuing amplifies ("man" in "a color photo of the man" against
+        "a color photo of the person"); special and padding tokens never count.
+        """
+        tokenizer = self.pipe.tokenizer
+        ids = tokenizer(
+            list(self.prompts) + [self.neutral_prompt or ""], padding="max_length",
+            max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt",
+        ).input_ids
+        ignored = set(ids[-1].tolist()) | set(tokenizer.all_special_ids)
+        return torch.tensor([[token not in ignored for token in row] for row in ids[:-1].tolist()])
+
+    def token_scale(self, weights: torch.Tensor, factor: float) -> torch.Tensor | None:
+        """Cross-attention factors ``[B, tokens]``: `factor` on the attribute tokens of each row's value.
+
+        Rows conditioned on one attribute prompt get `factor` at that prompt's attribute
+        tokens, every other entry 1; None when nothing is amplified (the plain computation).
+        """
+        labels = as_labels(weights)
+        if factor == 1.0 or labels is None or not (labels < self.num_attributes).any():
+            return None
+        tokens = self.attribute_tokens().to(self.device)
+        chosen = torch.zeros(len(labels), tokens.shape[1], dtype=torch.bool, device=self.device)
+        attribute = labels < self.num_attributes
+        chosen[attribute] = tokens[labels[attribute].to(self.device)]
+        return torch.where(chosen, float(factor), 1.0).to(self.dtype)
 
     def negative_rows(self, batch: int) -> dict[str, torch.Tensor]:
         return {name: row.expand(batch, *row.shape[1:]).contiguous() for name, row in self.negative.items()}

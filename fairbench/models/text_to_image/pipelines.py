@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from diffusers import DiffusionPipeline
 
 from ...errors import FairbenchError, lookup
 
-if TYPE_CHECKING:
-    from .model import TextToImageModel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -36,7 +33,7 @@ class StableDiffusionFamily:
     def call_kwargs(self, cond: dict, neg: dict) -> dict:
         return {"prompt_embeds": cond["prompt_embeds"], "negative_prompt_embeds": neg["prompt_embeds"]}
 
-    def unet_kwargs(self, model: "TextToImageModel", cond: dict, rows: int) -> dict:
+    def unet_kwargs(self, model, cond: dict, rows: int) -> dict:
         return {"encoder_hidden_states": cond["prompt_embeds"]}
 
 
@@ -66,7 +63,7 @@ class StableDiffusionXLFamily:
             "negative_pooled_prompt_embeds": neg["pooled_prompt_embeds"],
         }
 
-    def unet_kwargs(self, model: "TextToImageModel", cond: dict, rows: int) -> dict:
+    def unet_kwargs(self, model, cond: dict, rows: int) -> dict:
         pipe = model.pipe
         size = (model.height, model.width)
         projection = (

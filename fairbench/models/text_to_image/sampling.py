@@ -6,7 +6,7 @@
   pipeline holds ``cat([negative, conditional])`` and only the conditional half is replaced.
   Attribute switching thus swaps the prompt at the first step with ``t <= tau``, at no extra
   model evaluation.
-- Classifier guidance: the callback cannot change the noise prediction of a step (it runs
+- Corrections (classifier guidance; semantic guidance, which calls the model again): the callback cannot change the noise prediction of a step (it runs
   after the step has used it), and shifting the stepped latents instead is exact only for
   single-step schedulers. The correction is therefore applied where the prediction is made:
   a forward hook on the UNet adds ``delta = -w sqrt(1 - abar_t) grad_x sum_a (1/k) log
@@ -15,6 +15,10 @@
   the shared loop's ``ClassifierGuidance.correct`` for every scheduler. ``x_t`` is the
   UNet's (scaled) latent input and ``p_phi`` a noise-aware classifier on latents
   (`fairbench.models.text_to_image.guidance`), a different network from the judge.
+
+- Prompt queuing's attention amplification: for the call, every cross-attention layer gets
+  a processor (`fairbench.models.text_to_image.attention`) whose per-token factors are set
+  with each step's condition; steps without amplified tokens run the layer's own processor.
 
 The pipeline is always run with fairbench's scheduler (`fairbench.schedulers.make_scheduler`
 over the pipeline's own noise schedule), so this path and the shared loop on
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
@@ -33,6 +38,7 @@ from ...errors import FairbenchError, NumericalFault
 from ...noise import STEPS, generators, initial_noise
 from ...sampling import SampleOutput
 from ...schedulers import make_scheduler, visited_timesteps
+from .attention import amplified_cross_attention
 from .model import TextToImageModel
 
 
@@ -46,18 +52,39 @@ class _UNetCalls:
         self.calls += 1
 
 
-def _guidance_hook(model: TextToImageModel, method, batch: int, counter: list[int]):
-    """Forward hook adding the classifier-guidance correction to both CFG halves (module docstring)."""
+def _guidance_hook(model: TextToImageModel, method, batch: int, requested: torch.Tensor, counter: list[int]):
+    """Forward hook adding a method's correction to both CFG halves (module docstring).
+
+    A classifier's correction is additive and independent of the prediction, so it is taken
+    as ``correct(0)``. A correction that calls the model (``method.correction_nfe > 0``)
+    gets this step's guided prediction and adds ``correct(eps) - eps``; its own UNet calls
+    pass through this hook unchanged (and are counted as model evaluations by the caller).
+    """
     abar = model.pipe.scheduler.alphas_cumprod
+    busy = [False]
 
     def hook(module, args, kwargs, output):
+        if busy[0]:
+            return output
         x = args[0] if args else kwargs["sample"]
         t = int(args[1] if len(args) > 1 else kwargs["timestep"])
         sample = output[0] if isinstance(output, tuple) else output.sample
         x_t = x[-batch:]  # both CFG halves share the latents
-        zero = torch.zeros_like(sample[-batch:])
-        delta = method.correct(zero, x_t, t, float(abar[t]))  # = correct(eps) - eps, exactly
-        counter[0] += batch
+        if method.correction_nfe:
+            if model.cfg:
+                uncond, text = sample.chunk(2)
+                eps = uncond + model.guidance_scale * (text - uncond)
+            else:
+                eps = sample
+            busy[0] = True
+            try:
+                delta = method.correct(eps, x_t, t, float(abar[t]), requested) - eps
+            finally:
+                busy[0] = False
+        else:
+            zero = torch.zeros_like(sample[-batch:])
+            delta = method.correct(zero, x_t, t, float(abar[t]), requested)  # = correct(eps) - eps, exactly
+            counter[0] += batch
         guided = sample + (torch.cat([delta] * (len(sample) // batch)))
         if isinstance(output, tuple):
             return (guided, *output[1:])
@@ -97,7 +124,20 @@ def sample_pipeline(
     prediction = model.scheduler_config()["prediction_type"]
     guided = getattr(method, "correct", None) is not None
     if guided and prediction != "epsilon":
-        raise FairbenchError(f"classifier_guidance needs an epsilon-prediction model; this pipeline predicts {prediction!r}")
+        raise FairbenchError(f"{method.name} needs an epsilon-prediction model; this pipeline predicts {prediction!r}")
+    # Prompt queuing's attention amplification: factors on the attribute tokens of the value
+    # each sample conditions on (`TextToImageModel.token_scale`), set with every condition.
+    amplification = float(getattr(method, "amplification", 1.0))
+    set_scale = None
+
+    def amplify(weights: torch.Tensor) -> None:
+        if set_scale is None:
+            return
+        scale = model.token_scale(weights, amplification)
+        if scale is not None and model.cfg:  # the negative half is never amplified
+            scale = torch.cat([torch.ones_like(scale), scale])
+        set_scale(scale)
+
     outputs, nfe, classifier_evals = [], 0, [0]
     start = time.perf_counter()
     for lo in range(0, len(requested), batch_size):
@@ -117,6 +157,7 @@ def sample_pipeline(
             if torch.equal(weights, current[0]):
                 return {}
             current[0] = weights
+            amplify(weights)
             updates = {}
             for name, value in model.condition(weights).items():
                 key = model.family.callback_tensors[name]
@@ -127,21 +168,26 @@ def sample_pipeline(
         counter = _UNetCalls()
         hooks = [pipe.unet.register_forward_pre_hook(counter)]
         if guided:
-            hooks.append(pipe.unet.register_forward_hook(_guidance_hook(model, method, size, classifier_evals), with_kwargs=True))
+            hooks.append(pipe.unet.register_forward_hook(_guidance_hook(model, method, size, wanted, classifier_evals), with_kwargs=True))
+        amplifying = amplified_cross_attention(pipe.unet) if amplification != 1.0 else nullcontext()
         try:
-            result = pipe(
-                **model.family.call_kwargs(cond, model.negative_rows(size)),
-                latents=initial_noise(seed, batch, model.sample_shape, dtype=model.dtype).to(model.device),
-                generator=generators(seed, batch, STEPS),
-                num_inference_steps=steps,
-                guidance_scale=model.guidance_scale,
-                height=model.height,
-                width=model.width,
-                output_type="latent" if output == "latent" else "pt",
-                callback_on_step_end=on_step_end,
-                callback_on_step_end_tensor_inputs=list(model.family.callback_tensors.values()),
-            )
+            with amplifying as setter:
+                set_scale = setter
+                amplify(current[0])
+                result = pipe(
+                    **model.family.call_kwargs(cond, model.negative_rows(size)),
+                    latents=initial_noise(seed, batch, model.sample_shape, dtype=model.dtype).to(model.device),
+                    generator=generators(seed, batch, STEPS),
+                    num_inference_steps=steps,
+                    guidance_scale=model.guidance_scale,
+                    height=model.height,
+                    width=model.width,
+                    output_type="latent" if output == "latent" else "pt",
+                    callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=list(model.family.callback_tensors.values()),
+                )
         finally:
+            set_scale = None
             for hook in hooks:
                 hook.remove()
         images = result.images.float().cpu()
