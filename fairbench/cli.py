@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import FairbenchError
+from .errors import FairbenchError, lookup
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
@@ -52,18 +52,16 @@ def _cmd_train(args) -> int:
 def _cmd_tau(args) -> int:
     from .config import load_config
     from .runner import choose_device
-    from .tau_search import search_tau
+    from .tau_search import SEARCHES, run_search
 
+    lookup(SEARCHES, args.search, "tau search")
     config = load_config(args.config)
     device = choose_device(args.device)
     setup = config.model_spec().build(device=device, dataset=config.dataset)
-    extra = {}
-    if args.search == "direct" and "balance_features" in setup.extras:
-        extra["features"] = setup.extras["balance_features"]
-    result = search_tau(
-        args.search, setup.model,
+    result = run_search(
+        args.search, setup,
         scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
-        seed=args.seed, batch_size=args.batch_size, device=device, **extra,
+        seed=args.seed, batch_size=args.batch_size, device=device, clip_sample=config.clip_sample(),
     )
     if args.json:
         print(json.dumps(result.as_json()))
@@ -151,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tau = commands.add_parser("tau", help="search the transition point tau for a config's model")
     tau.add_argument("config")
-    tau.add_argument("--search", choices=["reference", "direct"], default="reference")
+    tau.add_argument("--search", default="reference", help="reference, direct, direct_mean or sweep")
     tau.add_argument("--batch-size", type=int, default=256)
     tau.add_argument("--seed", type=int, default=0)
     tau.add_argument("--device", default="auto")

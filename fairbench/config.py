@@ -167,13 +167,19 @@ class BenchmarkSpec:
 class SamplerSpec:
     scheduler: str = "ddim"
     steps: int = 50
+    # Clamp the predicted x0 to [-1, 1] at every step (ddim, ddpm); None: the model kind's default.
+    clip_sample: bool | None = None
 
     def validate(self, where: str) -> None:
-        from .schedulers import SCHEDULERS
+        from .schedulers import CLIPPING_SCHEDULERS, SCHEDULERS
         from .errors import lookup
 
         lookup(SCHEDULERS, self.scheduler, "scheduler")
         _positive(self.steps, f"{where}.steps")
+        if self.clip_sample and self.scheduler not in CLIPPING_SCHEDULERS:
+            raise FairbenchError(
+                f"{where}.clip_sample applies to the {' and '.join(CLIPPING_SCHEDULERS)} schedulers, not {self.scheduler!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -202,10 +208,12 @@ class MethodSpec:
             if getattr(self, key) is not None and key not in allowed:
                 raise FairbenchError(f"{where}.{key} does not apply to method {self.name!r}")
         if self.name == "attribute_switching":
+            from .tau_search import SEARCHES
+
             if self.tau is None:
-                raise FairbenchError(f"{where}.tau is required for attribute_switching (an integer, 'reference' or 'direct')")
-            if isinstance(self.tau, str) and self.tau not in ("reference", "direct"):
-                raise FairbenchError(f"{where}.tau = {self.tau!r} is not a search.{suggest(self.tau, ['reference', 'direct'])}")
+                raise FairbenchError(f"{where}.tau is required for attribute_switching (an integer or a search: {', '.join(SEARCHES)})")
+            if isinstance(self.tau, str) and self.tau not in SEARCHES:
+                raise FairbenchError(f"{where}.tau = {self.tau!r} is not a search.{suggest(self.tau, SEARCHES)}")
         if self.weight is not None and not 0.0 <= self.weight <= 1.0:
             raise FairbenchError(f"{where}.weight must be in [0, 1], got {self.weight}")
         if self.scale is not None and self.scale < 0:
@@ -255,6 +263,16 @@ class Config:
     dataset: dict | None = None
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     source: str = ""  # where the config came from (not part of any spec)
+
+    def clip_sample(self) -> bool:
+        """`[sampler].clip_sample`, or the model kind's default: on for image kinds in [-1, 1]
+        (``clip_sample_default`` on their spec class) where the scheduler has the option."""
+        from .schedulers import CLIPPING_SCHEDULERS
+
+        if self.sampler.clip_sample is not None:
+            return self.sampler.clip_sample
+        default = getattr(type(self.model_spec()), "clip_sample_default", False)
+        return bool(default) and self.sampler.scheduler in CLIPPING_SCHEDULERS
 
     def model_spec(self):
         from .models import model_spec

@@ -37,7 +37,7 @@ from .models import Setup
 from .records import atomic_write_text, make_record, provenance, read_json, record_path, spec_hash, write_record
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
-from .tau_search import TauSearchResult, search_tau
+from .tau_search import TauSearchResult, run_search
 
 def choose_device(requested: str | None = None) -> str:
     if requested in (None, "auto"):
@@ -80,7 +80,7 @@ class Job:
             "benchmark": config.benchmark.name,
             "model": config.model,
             "dataset": config.dataset,
-            "sampler": dataclasses.asdict(config.sampler),
+            "sampler": dataclasses.asdict(config.sampler) | {"clip_sample": config.clip_sample()},
             "method": method_dict,
             "method_index": self.method_index,
             "n_samples": config.benchmark.n_samples,
@@ -131,14 +131,11 @@ def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str) -> TauSearch
     path = out_dir / "searches" / f"{job.key[:16]}.json"
     if path.exists():
         saved = read_json(path)
-        return TauSearchResult(saved["tau"], saved["search"], [tuple(p) for p in saved["curve"]], saved["nfe"], saved["wall_s"])
+        return TauSearchResult.from_json(saved)
     spec, config = job.method, job.config
-    extra = {}
-    if spec.tau == "direct" and "balance_features" in setup.extras:
-        extra["features"] = setup.extras["balance_features"]
-    result = search_tau(
-        spec.tau, setup.model, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
-        seed=job.seed, batch_size=spec.search_batch_size, device=device, **extra,
+    result = run_search(
+        spec.tau, setup, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
+        seed=job.seed, batch_size=spec.search_batch_size, device=device, clip_sample=config.clip_sample(),
     )
     atomic_write_text(path, json.dumps(result.as_json() | {"wall_s": result.wall_s}) + "\n")
     return result
@@ -155,6 +152,9 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     k = setup.model.num_attributes
     requested = requested_values(n, k)
     folder = out_dir / "shards" / job.key[:16]
+    clip = {"clip_sample": config.clip_sample()} if setup.sample is None else {}
+    if setup.sample is not None and config.clip_sample():
+        raise FairbenchError("sampler.clip_sample applies to the shared sampling loop; this model kind samples through its own pipeline")
     paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0
     bar = tqdm(total=n, desc=f"sampling {job.method.display}", unit="sample", leave=False, disable=None)
     for lo in range(0, n, size):
@@ -168,6 +168,7 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
                 setup.model, method, requested[indices],
                 scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=job.seed,
                 batch_size=config.benchmark.batch_size, indices=indices, device=device, progress=bar.update,
+                **clip,
             )
             meta = {"nfe": str(out.nfe), "classifier_evals": str(out.classifier_evals), "wall_s": repr(out.wall_s)}
             write_shard(path, out.samples, meta)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -176,6 +176,7 @@ class ImageArtifacts:
 class UNetSpec:
     """``kind = "unet"``; training keys live in ``[model.unet]``, ``[model.judge]``, ``[model.guidance]``."""
 
+    clip_sample_default: ClassVar[bool] = True  # images live in [-1, 1] (the authors' DDIM clamps x0)
     kind: Literal["unet"]
     path: str | None = None  # a diffusers UNet2DModel folder or hub id; absent: trained on [dataset]
     attribute_names: list[str] | None = None  # class names of a given UNet used without [dataset]
