@@ -109,9 +109,25 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import tau_search_report
+    from .config import load_config
+    from .figures import epsilon_curves
+    from .report import config_tau_report, model_tau_markdown, tau_search_report
+    from .runner import choose_device
 
-    print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
+    if args.stride <= 0:
+        raise FairbenchError(f"--stride must be positive, got {args.stride}")
+    configs = [load_config(path) for path in args.config]
+    if not args.skip_analytic:
+        print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
+    device = choose_device(args.device) if configs else "cpu"
+    reports = []
+    for config in configs:
+        report = config_tau_report(config, seed=args.seed, batch_size=args.batch_size, stride=args.stride, device=device)
+        reports.append(report)
+        print("\n" + model_tau_markdown(report), end="", flush=True)
+    if args.figure and reports:
+        panels = [(r.label, r.sweep.as_json(), {k: v.tau for k, v in r.searches.items()}) for r in reports]
+        print(f"\nwrote {epsilon_curves(panels, Path(args.figure))}")
     return 0
 
 
@@ -163,10 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("directory")
     board.set_defaults(func=_cmd_leaderboard)
 
-    report = commands.add_parser("report", help="generated reports (tau-search: both searches vs the exact optimum)")
+    report = commands.add_parser("report", help="generated reports (tau-search: the tau searches vs the exact optimum and the measured epsilon(tau))")
     report.add_argument("name", choices=["tau-search"])
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--config", action="append", default=[],
+                        help="also score the searches on this config's model against its measured epsilon(tau) (repeatable)")
+    report.add_argument("--stride", type=int, default=1, help="sweep every stride-th candidate tau")
+    report.add_argument("--skip-analytic", action="store_true", help="leave out the analytic model's exact table")
+    report.add_argument("--figure", help="write the epsilon(tau) curves of the --config models to this PNG")
+    report.add_argument("--device", default="auto")
     report.set_defaults(func=_cmd_report)
 
     check = commands.add_parser(

@@ -60,6 +60,34 @@ def sample_grid(samples: torch.Tensor, requested: torch.Tensor, final: torch.Ten
     return path
 
 
+CURVE_LABELS = {"reference": "D(tau)", "sweep": "epsilon(tau)", "direct": "discrepancy(tau)"}
+
+
+def epsilon_curves(panels: list[tuple[str, dict, dict[str, int]]], path: Path) -> Path:
+    """One panel per model: the sweep's epsilon(tau) with its interval band, each search's tau.
+
+    `panels`: (title, sweep as `TauSearchResult.as_json()`, {search name: chosen tau}).
+    """
+    figure = Figure(figsize=(5 * len(panels), 3.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    colours = ["tab:red", "tab:green", "tab:purple", "tab:orange"]
+    for axis, (title, sweep, chosen) in zip(axes, panels):
+        taus, values = zip(*sweep["curve"])
+        low, high = zip(*sweep["band"])
+        axis.fill_between(taus, low, high, alpha=0.25, linewidth=0)
+        axis.plot(taus, values, marker="o", markersize=2, label=f"sweep (min at {sweep['tau']})")
+        for colour, (name, tau) in zip(colours, chosen.items()):
+            axis.axvline(tau, color=colour, linestyle="--", linewidth=1, label=f"{name}: {tau}")
+        axis.set_xlabel("tau (training timestep)")
+        axis.set_ylabel("epsilon(tau)")
+        axis.set_title(title, fontsize=9)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
 def tau_curves(searches: list[tuple[str, dict]], path: Path) -> Path:
     """One panel per search: its curve (tau, value) and the chosen tau."""
     figure = Figure(figsize=(5 * len(searches), 3.4))
@@ -71,7 +99,7 @@ def tau_curves(searches: list[tuple[str, dict]], path: Path) -> Path:
         axis.axvline(search["tau"], color="tab:red", linestyle="--", label=f"tau = {search['tau']}")
         axis.axhline(0.0, color="grey", linewidth=0.6)
         axis.set_xlabel("tau (training timestep)")
-        axis.set_ylabel("D(tau)" if search["search"] == "reference" else "gap(tau)")
+        axis.set_ylabel(CURVE_LABELS.get(search["search"], "gap(tau)"))
         axis.set_title(label, fontsize=9)
         axis.legend(fontsize=8)
     figure.tight_layout()

@@ -240,6 +240,7 @@ def sweep_search(
     features: Features | None = None,
     stride: int = 1,
     epsilon_options: dict[str, Any] | None = None,
+    measures: dict[str, Callable[[torch.Tensor, np.ndarray, np.ndarray], float]] | None = None,
     device="cpu",
     clip_sample: bool = False,
 ) -> TauSearchResult:
@@ -251,7 +252,9 @@ def sweep_search(
     tau is its argmin. tau = -1 and the first visited timestep (switched throughout) are
     always evaluated. Cost with n visited steps and every candidate evaluated:
     ``2 B (n + n (n + 1) / 2)`` model evaluations for batch size B (shared prefix), against
-    ``2 B n (n + 1)`` for sampling every candidate from ``x_T``.
+    ``2 B n (n + 1)`` for sampling every candidate from ``x_T``. `measures` (name ->
+    f(loop output, requested, final)) are evaluated on the same samples at every point and
+    returned in ``details["measures"]``.
     """
     if not (isinstance(stride, int) and stride >= 1):
         raise FairbenchError(f"sweep stride must be a positive integer, got {stride!r}")
@@ -262,16 +265,20 @@ def sweep_search(
     last = len(pair.candidates) - 1
     positions = sorted(set(range(0, last + 1, stride)) | {last})
     pair.run_prefix(positions)
-    curve, band = [], []
+    curve, band, measured = [], [], {name: [] for name in measures or {}}
     for position in positions:
+        out = pair.switched(position)
         estimate = fairness.epsilon_fairness(
-            features(pair.switched(position)).detach().cpu().numpy(), pair.labels, seed=seed, **(epsilon_options or {})
+            features(out).detach().cpu().numpy(), pair.labels, seed=seed, **(epsilon_options or {})
         )
         curve.append((pair.candidates[position], float(estimate.value)))
         band.append(tuple(float(v) for v in estimate.interval))
+        final = pair.labels if position == 0 else np.asarray(pair.target)[pair.labels]
+        for name, measure in (measures or {}).items():
+            measured[name].append(float(measure(out, pair.labels, final)))
     best = min(range(len(curve)), key=lambda j: curve[j][1])
     return TauSearchResult(curve[best][0], "sweep", curve, nfe=pair.nfe, wall_s=time.perf_counter() - start,
-                           band=band, details={"stride": stride})
+                           band=band, details={"stride": stride, "measures": measured})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,10 +487,17 @@ def search_features(kind: str, setup) -> Features | None:
         return None
     if wanted == "balance":
         return setup.extras.get("balance_features")
+    to_samples = loop_output_to_samples(setup)
+    return lambda x: setup.features(to_samples(x))
+
+
+def loop_output_to_samples(setup) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The shared loop's output as the run's samples: latents are decoded for kinds that sample
+    through their own pipeline (they have a `decode`), anything else is already a sample."""
     decode = getattr(setup.model, "decode", None)
     if decode is not None and setup.sample is not None:
-        return lambda latents: setup.features(decode(latents))
-    return setup.features
+        return decode
+    return lambda x: x
 
 
 def run_search(kind: str, setup, **kwargs) -> TauSearchResult:
