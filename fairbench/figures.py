@@ -95,6 +95,8 @@ def tau_curves(searches: list[tuple[str, dict]], path: Path) -> Path:
     axes = figure.subplots(1, len(searches), squeeze=False)[0]
     for axis, (label, search) in zip(axes, searches):
         taus, values = zip(*search["curve"])
+        if search.get("band"):  # the sweep's interval
+            axis.fill_between(taus, *zip(*search["band"]), alpha=0.25, linewidth=0)
         axis.plot(taus, values, marker="o", markersize=3)
         axis.axvline(search["tau"], color="tab:red", linestyle="--", label=f"tau = {search['tau']}")
         axis.axhline(0.0, color="grey", linewidth=0.6)
