@@ -95,8 +95,8 @@ CURVES = {
     "two basins": lambda p: min((p - 10) ** 2 / 50 + 1.0, (p - 70) ** 2 / 200),
     # flat bottom from 40 to 60: the first lowest point is 40
     "flat bottom": lambda p: max(0.0, abs(p - 50) - 10) / 10,
-    # rises, falls, rises: not monotone on either side of the minimum at 83
-    "bump": lambda p: math.cos(p / 8) + 0.02 * abs(p - 83) + (0 if p == 83 else 0.5) * 0,
+    # two dips of cos (near 25 and 75); the slope toward 83 makes the one near 75 the lower
+    "bump": lambda p: math.cos(p / 8) + 0.02 * abs(p - 83),
     # minimum at the right end
     "right end": lambda p: -p,
 }
