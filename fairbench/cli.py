@@ -15,16 +15,17 @@ from .cache import cache_root, without_shipped
 from .check import CheckSpec, TIMING_METRICS, check_directories, load_check_config, with_overrides
 from .config import load_config, load_grid
 from .datasets import DATASETS, _load_builtin
-from .errors import FairbenchError
+from .errors import FairbenchError, lookup
+from .figures import epsilon_curves
 from .html_report import write_html
 from .leaderboard import write_leaderboard
 from .methods import METHODS
 from .metrics import METRICS
 from .models import MODEL_KINDS, _load_optional_kinds
-from .report import tau_search_report
+from .report import config_tau_report, model_tau_markdown, tau_search_report
 from .runner import choose_device, run_benchmark
 from .schedulers import SCHEDULERS
-from .tau_search import SEARCHES, search_tau
+from .tau_search import SEARCHES, run_search
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
@@ -73,16 +74,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_tau(args) -> int:
+    lookup(SEARCHES, args.search, "tau search")
     config = load_config(args.config)
     device = choose_device(args.device)
     setup = config.model_spec().build(device=device, dataset=config.dataset)
-    extra = {}
-    if args.search == "direct" and setup.balance_features is not None:
-        extra["features"] = setup.balance_features
-    result = search_tau(
-        args.search, setup.model,
+    result = run_search(
+        args.search, setup,
         scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
-        seed=args.seed, batch_size=args.batch_size, device=device, **extra,
+        seed=args.seed, batch_size=args.batch_size, device=device, clip_sample=config.clip_sample(),
     )
     if args.json:
         print(json.dumps(result.as_json()))
@@ -119,7 +118,20 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
+    if args.stride <= 0:
+        raise FairbenchError(f"--stride must be positive, got {args.stride}")
+    configs = [load_config(path) for path in args.config]
+    if not args.skip_analytic:
+        print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
+    device = choose_device(args.device) if configs else "cpu"
+    reports = []
+    for config in configs:
+        report = config_tau_report(config, seed=args.seed, batch_size=args.batch_size, stride=args.stride, device=device)
+        reports.append(report)
+        print("\n" + model_tau_markdown(report), end="", flush=True)
+    if args.figure and reports:
+        panels = [(r.label, r.sweep.as_json(), {k: v.tau for k, v in r.searches.items()}) for r in reports]
+        print(f"\nwrote {epsilon_curves(panels, Path(args.figure))}")
     return 0
 
 
@@ -167,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tau = commands.add_parser("tau", help="search the transition point tau for a config's model")
     tau.add_argument("config")
-    tau.add_argument("--search", choices=["reference", "direct"], default="reference")
+    tau.add_argument("--search", default="reference", help="reference, direct, direct_mean or sweep")
     tau.add_argument("--batch-size", type=int, default=256)
     tau.add_argument("--seed", type=int, default=0)
     tau.add_argument("--device", default="auto")
@@ -181,10 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("directory")
     board.set_defaults(func=_cmd_leaderboard)
 
-    report = commands.add_parser("report", help="generated reports (tau-search: both searches vs the exact optimum)")
+    report = commands.add_parser("report", help="generated reports (tau-search: the tau searches vs the exact optimum and the measured epsilon(tau))")
     report.add_argument("name", choices=["tau-search"])
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--config", action="append", default=[],
+                        help="also score the searches on this config's model against its measured epsilon(tau) (repeatable)")
+    report.add_argument("--stride", type=int, default=1, help="sweep every stride-th candidate tau")
+    report.add_argument("--skip-analytic", action="store_true", help="leave out the analytic model's exact table")
+    report.add_argument("--figure", help="write the epsilon(tau) curves of the --config models to this PNG")
+    report.add_argument("--device", default="auto")
     report.set_defaults(func=_cmd_report)
 
     check = commands.add_parser(

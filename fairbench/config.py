@@ -20,7 +20,7 @@ from .methods import METHODS, Method, method_class
 from .datasets import dataset_spec
 from .metrics.suite import SuiteOptions
 from .models import model_spec
-from .schedulers import SCHEDULERS
+from .schedulers import CLIPPING_SCHEDULERS, SCHEDULERS
 from .tables import parse_table, positive
 
 # ---------------------------------------------------------------------------------------------
@@ -50,10 +50,16 @@ class BenchmarkSpec:
 class SamplerSpec:
     scheduler: str = "ddim"
     steps: int = 50
+    # Clamp the predicted x0 to [-1, 1] at every step (ddim, ddpm); None: the model kind's default.
+    clip_sample: bool | None = None
 
     def validate(self, where: str) -> None:
         lookup(SCHEDULERS, self.scheduler, "scheduler")
         positive(self.steps, f"{where}.steps")
+        if self.clip_sample and self.scheduler not in CLIPPING_SCHEDULERS:
+            raise FairbenchError(
+                f"{where}.clip_sample applies to the {' and '.join(CLIPPING_SCHEDULERS)} schedulers, not {self.scheduler!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,14 @@ class Config:
     dataset: dict | None = None
     metrics: MetricsSpec = field(default_factory=MetricsSpec)
     source: str = ""  # where the config came from (not part of any spec)
+
+    def clip_sample(self) -> bool:
+        """`[sampler].clip_sample`, or the model kind's default: on for image kinds in [-1, 1]
+        (``clip_sample_default`` on their spec class) where the scheduler has the option."""
+        if self.sampler.clip_sample is not None:
+            return self.sampler.clip_sample
+        default = getattr(type(self.model_spec()), "clip_sample_default", False)
+        return bool(default) and self.sampler.scheduler in CLIPPING_SCHEDULERS
 
     def model_spec(self):
         return model_spec(self.model)

@@ -133,12 +133,43 @@ def sample_grid(samples: torch.Tensor, requested: torch.Tensor, final: torch.Ten
     return path
 
 
+def epsilon_curves(panels: list[tuple[str, dict, dict[str, int]]], path: Path) -> Path:
+    """One panel per model: the sweep's epsilon(tau) with its interval band, each search's tau.
+
+    `panels`: (title, sweep as `TauSearchResult.as_json()`, {search name: chosen tau}).
+    """
+    figure = Figure(figsize=(5 * len(panels), 3.4))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    colours = ["tab:red", "tab:green", "tab:purple", "tab:orange"]
+    for axis, (title, sweep, chosen) in zip(axes, panels):
+        taus, values = zip(*sweep["curve"])
+        low, high = zip(*sweep["band"])
+        axis.fill_between(taus, low, high, alpha=0.25, linewidth=0)
+        axis.plot(taus, values, marker="o", markersize=2, label=f"sweep (min at {sweep['tau']})")
+        for colour, (name, tau) in zip(colours, chosen.items()):
+            axis.axvline(tau, color=colour, linestyle="--", linewidth=1, label=f"{name}: {tau}")
+        axis.set_xlabel("tau (training timestep)")
+        axis.set_ylabel("epsilon(tau)")
+        axis.set_title(title, fontsize=9)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # Tau-search curves.
 
+CURVE_LABELS = {"reference": "D(tau)", "sweep": "epsilon(tau)", "direct": "discrepancy(tau)", "direct_mean": "gap(tau)"}
 
-def _tau_panel(axis, curves: Sequence[tuple[object, object, Sequence[tuple[float, float]]]], search: str, title: str) -> None:
-    """`curves`: (seed, chosen tau, [(tau, value), ...]) per seed, drawn in one colour each."""
+
+def _tau_panel(axis, curves: Sequence[tuple[object, object, Sequence[tuple[float, float]]]], search: str, title: str,
+               band: Sequence[tuple[float, float]] | None = None) -> None:
+    """`curves`: (seed, chosen tau, [(tau, value), ...]) per seed, drawn in one colour each;
+    `band`: the sweep's interval per visited tau, shaded behind the first curve."""
+    if band:
+        axis.fill_between([tau for tau, _ in curves[0][2]], *zip(*band), alpha=0.25, linewidth=0, color=PALETTE[0])
     for index, (seed, chosen, points) in enumerate(curves):
         colour = PALETTE[index % len(PALETTE)]
         taus, values = zip(*points)
@@ -148,7 +179,7 @@ def _tau_panel(axis, curves: Sequence[tuple[object, object, Sequence[tuple[float
             axis.axvline(chosen, color=colour, linestyle="--", linewidth=1)
     axis.axhline(0.0, color="grey", linewidth=0.6)
     axis.set_xlabel("tau (training timestep)")
-    axis.set_ylabel({"reference": "D(tau)", "direct": "gap(tau)"}.get(search, f"{search} search curve"))
+    axis.set_ylabel(CURVE_LABELS.get(search, f"{search} search curve"))
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=8)
 
@@ -159,7 +190,7 @@ def tau_curves(searches: list[tuple[str, dict]], path: Path) -> Path:
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, len(searches), squeeze=False)[0]
     for axis, (label, search) in zip(axes, searches):
-        _tau_panel(axis, [(search.get("seed", 0), search["tau"], search["curve"])], search["search"], label)
+        _tau_panel(axis, [(search.get("seed", 0), search["tau"], search["curve"])], search["search"], label, band=search.get("band"))
     figure.tight_layout()
     figure.savefig(path, dpi=120, metadata={"Software": None})
     return path

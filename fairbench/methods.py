@@ -26,7 +26,9 @@ from .models.base import Denoiser, GuidanceClassifier, one_hot
 from .noise import sample_seed
 from .tables import positive
 
-SEARCHES = ("reference", "direct")
+# The tau searches a `tau` may name (the registry `fairbench.tau_search.SEARCHES`, which builds
+# on this module; tests/test_tau_search.py checks the two agree).
+SEARCHES = ("reference", "direct", "direct_mean", "sweep")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from .records import Record, atomic_write_text, make_record, provenance, read_js
 from .sample_files import write_sample_folder
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
-from .tau_search import TauSearchResult, search_tau
+from .tau_search import TauSearchResult, run_search
 
 def choose_device(requested: str | None = None) -> str:
     if requested in (None, "auto"):
@@ -76,7 +76,7 @@ class Job:
             "benchmark": config.benchmark.name,
             "model": config.model,
             "dataset": config.dataset,
-            "sampler": dataclasses.asdict(config.sampler),
+            "sampler": dataclasses.asdict(config.sampler) | {"clip_sample": config.clip_sample()},
             "method": self.method.record(),
             "method_index": self.method_index,
             "n_samples": config.benchmark.n_samples,
@@ -107,14 +107,11 @@ def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, b
     path = out_dir / "searches" / f"{job.key[:16]}.json"
     if path.exists():
         saved = read_json(path)
-        return TauSearchResult(saved["tau"], saved["search"], [tuple(p) for p in saved["curve"]], saved["nfe"], saved["wall_s"])
+        return TauSearchResult.from_json(saved)
     config = job.config
-    extra = {}
-    if kind == "direct" and setup.balance_features is not None:
-        extra["features"] = setup.balance_features
-    result = search_tau(
-        kind, setup.model, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
-        seed=job.seed, batch_size=batch_size, device=device, **extra,
+    result = run_search(
+        kind, setup, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
+        seed=job.seed, batch_size=batch_size, device=device, clip_sample=config.clip_sample(),
     )
     atomic_write_text(path, json.dumps(result.as_json() | {"wall_s": result.wall_s}) + "\n")
     return result
@@ -132,6 +129,9 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     requested = requested_values(n, k)
     conditions = assigned(method, requested, k, seed=job.seed, indices=range(n))
     folder = out_dir / "shards" / job.key[:16]
+    clip = {"clip_sample": config.clip_sample()} if setup.sample is None else {}
+    if setup.sample is not None and config.clip_sample():
+        raise FairbenchError("sampler.clip_sample applies to the shared sampling loop; this model kind samples through its own pipeline")
     paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0
     bar = progress(total=n, desc=f"sampling {job.method.display}", unit="sample")
     for lo in range(0, n, size):
@@ -145,6 +145,7 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
                 setup.model, method, conditions[indices],
                 scheduler_name=config.sampler.scheduler, steps=config.sampler.steps, seed=job.seed,
                 batch_size=config.benchmark.batch_size, indices=indices, device=device, progress=bar.update,
+                **clip,
             )
             meta = {"nfe": str(out.nfe), "classifier_evals": str(out.classifier_evals), "wall_s": repr(out.wall_s)}
             write_shard(path, out.samples, meta)

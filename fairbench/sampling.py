@@ -31,6 +31,32 @@ class SampleOutput:
     classifier_evals: int = 0
 
 
+@dataclass(frozen=True)
+class Step:
+    """What `denoise` shows its `on_step` callback after each step (k-diffusion's callback).
+
+    `x` is the state entering step `index` (timestep `t`), `eps` the noise prediction the step
+    used (after any method correction), `prev_sample` the state after it, and `scheduler` the
+    scheduler in its state after the step (a search may copy it to branch from here).
+    """
+
+    index: int
+    t: int
+    x: torch.Tensor
+    eps: torch.Tensor
+    prev_sample: torch.Tensor
+    scheduler: object
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Start `denoise` at step `index` from state `x`, with `scheduler` in its state there."""
+
+    index: int
+    x: torch.Tensor
+    scheduler: object
+
+
 def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
     kwargs = {"generator": gens}
     if "eta" in inspect.signature(scheduler.step).parameters:  # DDIM's step: eta = 0, deterministic
@@ -41,23 +67,34 @@ def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
 def denoise(
     model: Denoiser,
     method,
-    noise: torch.Tensor,
+    noise: torch.Tensor | None,
     requested: torch.Tensor,
     *,
     scheduler_name: str,
     steps: int,
     step_generators: list[torch.Generator],
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    resume: Resume | None = None,
+    clip_sample: bool = False,
 ) -> tuple[torch.Tensor, int, int]:
-    """Run one batch from `noise` to samples; returns (samples, nfe, classifier evaluations)."""
-    scheduler = build_scheduler(scheduler_name, model, steps)
+    """Run one batch from `noise` (or from `resume`) to samples; returns (samples, nfe, classifier evaluations).
+
+    `on_step` sees every step (`Step`); `resume` continues a trajectory from a state the
+    callback saw, with `step_generators` in the state they had there.
+    """
+    if resume is None:
+        scheduler = build_scheduler(scheduler_name, model, steps, clip_sample=clip_sample)
+        x, first = noise * scheduler.init_noise_sigma, 0
+    else:
+        scheduler, x, first = resume.scheduler, resume.x, resume.index
     abar = scheduler.alphas_cumprod
     k = model.num_attributes
-    x = noise * scheduler.init_noise_sigma
     nfe = classifier_evals = 0
     correct = getattr(method, "correct", None)
     kwargs = _step_kwargs(scheduler, step_generators)
     for index, t_tensor in enumerate(scheduler.timesteps):
+        if index < first:
+            continue
         t = int(t_tensor)
         model_input = scheduler.scale_model_input(x, t_tensor)
         weights = method.weights(t, requested, k).to(x.device)
@@ -75,9 +112,10 @@ def denoise(
                 f"non-finite noise prediction from the model at step {index} (t={t}) "
                 f"under method {method.name} {method.params()}"
             )
-        x = scheduler.step(eps, t_tensor, x, **kwargs).prev_sample
+        prev_sample = scheduler.step(eps, t_tensor, x, **kwargs).prev_sample
         if on_step is not None:
-            on_step(index, t, x)
+            on_step(Step(index, t, x, eps, prev_sample, scheduler))
+        x = prev_sample
     if not torch.isfinite(x).all():
         raise NumericalFault(f"non-finite samples at the end of sampling under method {method.name} {method.params()}")
     return x, nfe, classifier_evals
@@ -95,6 +133,7 @@ def sample(
     indices: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    clip_sample: bool = False,
 ) -> SampleOutput:
     """Sample ``len(requested)`` outputs; sample j uses the noise of index ``indices[j]`` (default j)."""
     requested = torch.as_tensor(requested, dtype=torch.long)
@@ -112,6 +151,7 @@ def sample(
             scheduler_name=scheduler_name,
             steps=steps,
             step_generators=generators(seed, batch, STEPS),
+            clip_sample=clip_sample,
         )
         outputs.append(x.detach().cpu())
         nfe, classifier_evals = nfe + n, classifier_evals + c

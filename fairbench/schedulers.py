@@ -17,30 +17,33 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from .errors import lookup
+from .errors import FairbenchError, lookup
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
-def _ddim(noise: dict[str, Any]) -> SchedulerMixin:
-    # eta = 0 (deterministic) is passed at step time; clip_sample off so that every update
-    # stays affine in x (the analytic Gaussian model relies on it).
-    return DDIMScheduler(**noise, clip_sample=False, set_alpha_to_one=True)
+def _ddim(noise: dict[str, Any], clip_sample: bool) -> SchedulerMixin:
+    # eta = 0 (deterministic) is passed at step time. clip_sample clamps the predicted x0 to
+    # [-1, 1] at every step (the authors' reference DDIM); off, every update stays affine in x
+    # (the analytic Gaussian model relies on it).
+    return DDIMScheduler(**noise, clip_sample=clip_sample, set_alpha_to_one=True)
 
 
-def _ddpm(noise: dict[str, Any]) -> SchedulerMixin:
-    return DDPMScheduler(**noise, clip_sample=False, variance_type="fixed_small")
+def _ddpm(noise: dict[str, Any], clip_sample: bool) -> SchedulerMixin:
+    return DDPMScheduler(**noise, clip_sample=clip_sample, variance_type="fixed_small")
 
 
-def _dpm(noise: dict[str, Any]) -> SchedulerMixin:
+def _dpm(noise: dict[str, Any], clip_sample: bool) -> SchedulerMixin:
     return DPMSolverMultistepScheduler(**noise, algorithm_type="dpmsolver++", solver_order=2)
 
 
-def _euler(noise: dict[str, Any]) -> SchedulerMixin:
+def _euler(noise: dict[str, Any], clip_sample: bool) -> SchedulerMixin:
     return EulerDiscreteScheduler(**noise)
 
 
 SCHEDULERS = {"ddim": _ddim, "ddpm": _ddpm, "dpm_solver": _dpm, "euler": _euler}
+# Schedulers with diffusers' `clip_sample` option (clamp the predicted x0 to [-1, 1]).
+CLIPPING_SCHEDULERS = ("ddim", "ddpm")
 
 
 def make_scheduler(
@@ -51,9 +54,12 @@ def make_scheduler(
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
     prediction_type: str = "epsilon",
+    clip_sample: bool = False,
 ) -> SchedulerMixin:
-    """Build the named scheduler over one training noise schedule."""
+    """Build the named scheduler over one training noise schedule (`clip_sample`: ddim, ddpm only)."""
     build = lookup(SCHEDULERS, name, "scheduler")
+    if clip_sample and name not in CLIPPING_SCHEDULERS:
+        raise FairbenchError(f"clip_sample applies to the {' and '.join(CLIPPING_SCHEDULERS)} schedulers, not {name!r}")
     lookup({b: b for b in BETA_SCHEDULES}, beta_schedule, "beta_schedule")
     noise = dict(
         num_train_timesteps=num_train_timesteps,
@@ -62,15 +68,15 @@ def make_scheduler(
         beta_end=beta_end,
         prediction_type=prediction_type,
     )
-    return build(noise)
+    return build(noise, clip_sample)
 
 
-def build_scheduler(name: str, model: Any, steps: int) -> SchedulerMixin:
+def build_scheduler(name: str, model: Any, steps: int, *, clip_sample: bool = False) -> SchedulerMixin:
     """The named scheduler over `model`'s training noise schedule, set to visit `steps` timesteps.
 
     `model` is a `fairbench.models.base.Denoiser` (anything with ``scheduler_config()``).
     """
-    scheduler = make_scheduler(name, **model.scheduler_config())
+    scheduler = make_scheduler(name, clip_sample=clip_sample, **model.scheduler_config())
     scheduler.set_timesteps(steps)
     return scheduler
 

@@ -20,7 +20,7 @@ from fairbench.models.gaussian import (
 )
 from fairbench.noise import initial_noise
 from fairbench.sampling import sample
-from fairbench.tau_search import direct_search, reference_search
+from fairbench.tau_search import direct_mean_search, reference_search
 
 
 def test_exact_noise_prediction_is_the_posterior_mean_of_the_noise(gaussian):
@@ -115,9 +115,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("std,schedule,steps", CASES)
-def test_direct_search_lands_within_one_visited_timestep_of_the_exact_optimum(std, schedule, steps):
+def test_direct_mean_search_lands_within_one_visited_timestep_of_the_exact_optimum(std, schedule, steps):
     model = GaussianModel([[-0.5, 0.0], [0.5, 0.0]], std, beta_schedule=schedule)
-    result = direct_search(model, scheduler_name="ddim", steps=steps, seed=0, batch_size=64)
+    result = direct_mean_search(model, scheduler_name="ddim", steps=steps, seed=0, batch_size=64)
     curve = exact_tv_curve(model, steps)
     taus = [tau for tau, _ in curve]
     best = exact_optimal_tau(model, steps)[0]

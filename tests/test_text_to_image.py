@@ -25,7 +25,7 @@ from fairbench.models.text_to_image import TextToImageModel, pixel_features
 from fairbench.noise import STEPS, generators, initial_noise
 from fairbench.sampling import sample
 from fairbench.schedulers import make_scheduler, visited_timesteps
-from fairbench.tau_search import candidate_taus, direct_search, reference_search
+from fairbench.tau_search import candidate_taus, direct_mean_search, reference_search
 
 from tiny_sd import build_tiny_clip, build_tiny_sd, build_tiny_sdxl
 
@@ -210,7 +210,7 @@ def test_tau_searches_return_a_curve_over_the_visited_timesteps(t2i):
     assert [tau for tau, _ in reference.curve] == candidates
     assert reference.tau == min(reference.curve, key=lambda pair: pair[1])[0]
     assert reference.nfe == 2 * 2 * STEPS_N
-    direct = direct_search(model, scheduler_name="ddim", steps=STEPS_N, seed=0, batch_size=2,
+    direct = direct_mean_search(model, scheduler_name="ddim", steps=STEPS_N, seed=0, batch_size=2,
                            features=t2i.balance_features)
     taus = [tau for tau, _ in direct.curve]
     assert taus == sorted(taus) and set(taus) <= set(candidates) and {-1, timesteps[0]} <= set(taus)

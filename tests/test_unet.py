@@ -15,7 +15,7 @@ from fairbench.methods import AttributeSwitching, ClassifierGuidance, Conditiona
 from fairbench.models.unet import UNetDenoiser, load_unet, read_schedule
 from fairbench.sampling import sample
 from fairbench.schedulers import make_scheduler, visited_timesteps
-from fairbench.tau_search import candidate_taus, direct_search, reference_search
+from fairbench.tau_search import candidate_taus, direct_mean_search, reference_search
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear"}
 STEPS = 6
@@ -138,7 +138,7 @@ def test_reference_search_returns_the_whole_curve(model):
 def test_direct_search_on_judge_probabilities_returns_a_curve(model):
     torch.manual_seed(2)
     judge = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2)).requires_grad_(False)
-    result = direct_search(model, scheduler_name="ddim", steps=STEPS, seed=0, batch_size=4,
+    result = direct_mean_search(model, scheduler_name="ddim", steps=STEPS, seed=0, batch_size=4,
                            features=lambda x: torch.softmax(judge(x), dim=1))
     taus = [t for t, _ in result.curve]
     assert taus[0] == -1 and taus == sorted(taus) and result.tau in taus

@@ -221,6 +221,7 @@ def judge_and_real(splits: LabelledSplits, training: JudgeTraining, *, device: s
 class UNetSpec:
     """``kind = "unet"``; training keys live in ``[model.unet]``, ``[model.judge]``, ``[model.guidance]``."""
 
+    clip_sample_default: ClassVar[bool] = True  # images live in [-1, 1] (the authors' DDIM clamps x0)
     kind: Literal["unet"]
     path: str | None = None  # a diffusers UNet2DModel folder or hub id; absent: trained on [dataset]
     attribute_names: list[str] | None = None  # class names of a given UNet used without [dataset]
