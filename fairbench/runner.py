@@ -34,6 +34,7 @@ from .methods import METHODS, ClassifierGuidance, resolve_tau
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
+from .noise import SCHEME as NOISE_SCHEME
 from .records import atomic_write_text, make_record, provenance, read_json, record_path, spec_hash, write_record
 from .sampling import SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
@@ -87,6 +88,7 @@ class Job:
             "seed": self.seed,
             "metrics": dataclasses.asdict(config.metrics),
             "requested": "sample i requests value i mod k",
+            "noise": NOISE_SCHEME,
         }
 
     @property

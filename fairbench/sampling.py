@@ -15,8 +15,8 @@ import torch
 
 from .errors import NumericalFault
 from .models.base import Denoiser
-from .noise import STEPS, generators, initial_noise
-from .schedulers import make_scheduler
+from .noise import StepNoise, initial_noise
+from .schedulers import adds_noise, make_scheduler
 
 
 @dataclass
@@ -29,11 +29,33 @@ class SampleOutput:
     classifier_evals: int = 0
 
 
-def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
-    kwargs = {"generator": gens}
+def _step_kwargs(scheduler, step_noise: StepNoise, index: int, x: torch.Tensor) -> dict:
+    """A stochastic scheduler gets step `index`'s per-sample noise as ``variance_noise``."""
+    if adds_noise(scheduler):
+        return {"variance_noise": step_noise(index, x)}
     if type(scheduler).__name__ == "DDIMScheduler":
-        kwargs["eta"] = 0.0
-    return kwargs
+        return {"eta": 0.0}
+    return {}
+
+
+def bind_step_noise(scheduler, step_noise: StepNoise):
+    """Make a stochastic scheduler draw its own per-step noise from `step_noise`.
+
+    For loops that call ``scheduler.step`` themselves without ``variance_noise`` (a diffusers
+    pipeline's ``__call__``): the bound step finds its index among the scheduler's timesteps
+    and passes the same noise the shared loop passes, so both paths give the same samples.
+    A deterministic scheduler is returned unchanged.
+    """
+    if not adds_noise(scheduler):
+        return scheduler
+    unbound = scheduler.step
+
+    def step(model_output, timestep, sample, return_dict=True):
+        index = int((scheduler.timesteps == int(timestep)).nonzero()[0, 0])
+        return unbound(model_output, timestep, sample, variance_noise=step_noise(index, sample), return_dict=return_dict)
+
+    scheduler.step = step
+    return scheduler
 
 
 def denoise(
@@ -44,7 +66,7 @@ def denoise(
     *,
     scheduler_name: str,
     steps: int,
-    step_generators: list[torch.Generator],
+    step_noise: StepNoise,
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, int, int]:
     """Run one batch from `noise` to samples; returns (samples, nfe, classifier evaluations)."""
@@ -55,7 +77,6 @@ def denoise(
     x = noise * scheduler.init_noise_sigma
     nfe = classifier_evals = 0
     correct = getattr(method, "correct", None)
-    kwargs = _step_kwargs(scheduler, step_generators)
     for index, t_tensor in enumerate(scheduler.timesteps):
         t = int(t_tensor)
         model_input = scheduler.scale_model_input(x, t_tensor)
@@ -71,7 +92,7 @@ def denoise(
                 f"non-finite noise prediction from the model at step {index} (t={t}) "
                 f"under method {method.name} {method.params()}"
             )
-        x = scheduler.step(eps, t_tensor, x, **kwargs).prev_sample
+        x = scheduler.step(eps, t_tensor, x, **_step_kwargs(scheduler, step_noise, index, x)).prev_sample
         if on_step is not None:
             on_step(index, t, x)
     if not torch.isfinite(x).all():
@@ -107,7 +128,7 @@ def sample(
             requested[lo : lo + batch_size].to(device),
             scheduler_name=scheduler_name,
             steps=steps,
-            step_generators=generators(seed, batch, STEPS),
+            step_noise=StepNoise(seed, batch),
         )
         outputs.append(x.detach().cpu())
         nfe, classifier_evals = nfe + n, classifier_evals + c

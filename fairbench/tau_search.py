@@ -17,7 +17,7 @@ import torch
 from .errors import FairbenchError, lookup
 from .methods import AttributeSwitching
 from .models.base import Denoiser, one_hot
-from .noise import STEPS, generators, initial_noise
+from .noise import StepNoise, initial_noise
 from .sampling import _step_kwargs, sample
 from .schedulers import make_scheduler
 
@@ -77,8 +77,7 @@ def reference_search(
     x = torch.cat([noise, noise]) * scheduler.init_noise_sigma
     labels = torch.cat([torch.full((batch_size,), s0), torch.full((batch_size,), s1)])
     weights = one_hot(labels, k).to(device)
-    gens = generators(seed, range(batch_size), STEPS)
-    kwargs = _step_kwargs(scheduler, gens + [g.clone_state() for g in gens])
+    step_noise = StepNoise(seed, list(range(batch_size)) * 2)  # both trajectories get the same noise
     deltas = []
     for index, t_tensor in enumerate(scheduler.timesteps):
         t = timesteps[index]
@@ -87,7 +86,7 @@ def reference_search(
         with torch.no_grad():
             eps = model.eps(scheduler.scale_model_input(x, t_tensor), t, weights)
         deltas.append(beta * (eps[:batch_size] - eps[batch_size:]).to(torch.float64).cpu())
-        x = scheduler.step(eps, t_tensor, x, **kwargs).prev_sample
+        x = scheduler.step(eps, t_tensor, x, **_step_kwargs(scheduler, step_noise, index, x)).prev_sample
     # Ascending t: late[j] = sum of delta over the j+1 smallest visited timesteps.
     delta = torch.stack(deltas[::-1])  # [n, B, ...]
     total = delta.sum(0)
