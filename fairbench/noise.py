@@ -20,8 +20,8 @@ Layout (one Philox call gives four 32-bit words, hence four variates):
   and then pairs of normals ``sqrt(-2 ln u_a) (cos 2 pi u_b, sin 2 pi u_b)``, computed in
   float64 and rounded to the requested dtype.
 
-The words are computed on the CPU with exact integer arithmetic (int64 tensors, every
-product below 2**63) and the normals on the CPU too; callers move the result to their
+The words are computed on the CPU with exact integer arithmetic (int64 tensors) and the
+normals on the CPU too; callers move the result to their
 device. So the noise is bitwise the same on every machine with IEEE float64 ``log``,
 ``cos`` and ``sin`` as the CPU build of torch computes them, and never depends on a GPU's
 math library.
@@ -63,26 +63,31 @@ def _key(seed: int, stream: str) -> tuple[int, int]:
 
 
 def _mulhilo(multiplier: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Low and high 32-bit words of ``multiplier * value`` (both below 2**32), exactly in int64.
+    """Low and high 32-bit words of ``multiplier * value`` (both in [0, 2**32)).
 
-    ``value`` is split into 16-bit halves so that no partial product reaches 2**63.
+    The product can reach 2**64: its int64 value wraps (two's complement, as torch's integer
+    kernels compute it), which keeps every bit, so masking and an arithmetic shift recover
+    both words exactly. tests/test_noise.py checks this against Python's integers.
     """
-    high_part = multiplier * (value >> 16)  # < 2**48
-    low = multiplier * (value & 0xFFFF) + ((high_part & 0xFFFF) << 16)  # < 2**49
-    return low & _MASK, (high_part >> 16) + (low >> 32)
+    product = multiplier * value
+    return product & _MASK, (product >> 32) & _MASK
 
 
 def philox4x32(counter: torch.Tensor, key: tuple[int, int], rounds: int = _ROUNDS) -> torch.Tensor:
     """Philox4x32 of int64 counters ``[..., 4]`` (each word in [0, 2**32)) under a two-word key."""
     c0, c1, c2, c3 = counter.unbind(-1)
-    k0, k1 = key
-    multipliers = torch.tensor(_MULTIPLIERS, dtype=torch.int64).view(2, *[1] * c0.dim())
-    for _ in range(rounds):
-        # Both multiplications of a round in one tensor operation: rows are (c0, c2).
-        low, high = _mulhilo(multipliers, torch.stack([c0, c2]))
-        c0, c1, c2, c3 = high[1] ^ c1 ^ k0, low[1], high[0] ^ c3 ^ k1, low[0]
-        k0, k1 = (k0 + _WEYL[0]) & _MASK, (k1 + _WEYL[1]) & _MASK
-    return torch.stack([c0, c1, c2, c3], dim=-1)
+    dims = [1] * c0.dim()
+    multipliers = torch.tensor(_MULTIPLIERS, dtype=torch.int64).view(2, *dims)
+    round_keys = torch.tensor(
+        [[(key[0] + r * _WEYL[0]) & _MASK, (key[1] + r * _WEYL[1]) & _MASK] for r in range(rounds)], dtype=torch.int64
+    ).view(rounds, 2, *dims)
+    # Rows (c0, c2) are multiplied, rows (c1, c3) ride along: one tensor operation for both.
+    multiplied, passed = torch.stack([c0, c2]), torch.stack([c1, c3])
+    for r in range(rounds):
+        low, high = _mulhilo(multipliers, multiplied)
+        # (c0, c1, c2, c3) <- (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
+        multiplied, passed = high.flip(0).bitwise_xor_(passed).bitwise_xor_(round_keys[r]), low.flip(0)
+    return torch.stack([multiplied[0], passed[0], multiplied[1], passed[1]], dim=-1)
 
 
 def standard_normal(
@@ -109,13 +114,28 @@ def standard_normal(
     counter[..., 1] = step
     counter[..., 2] = (index & _MASK)[:, None]
     counter[..., 3] = (index >> 32)[:, None]
-    words = philox4x32(counter, _key(seed, stream)).to(torch.float64)
-    uniform = (words + 0.5) * 2.0**-32  # [N, blocks, 4], in (0, 1)
-    radius = torch.sqrt(-2.0 * torch.log(uniform[..., 0::2]))  # from w0, w2
-    angle = (2.0 * math.pi) * uniform[..., 1::2]  # from w1, w3
+    key = _key(seed, stream)
+    flat = counter.view(-1, 4)
+    chunk = _CHUNK if torch.get_num_threads() > 1 else max(len(flat), 1)
+    normal = torch.cat([_normals(flat[lo : lo + chunk], key) for lo in range(0, len(flat), chunk)])
+    return normal.view(len(index), blocks * 4)[:, :size].reshape(len(index), *shape).to(dtype)
+
+
+# Counters per chunk when torch may use several threads: every integer operation stays below torch's parallel grain size (32768
+# elements), so it runs on one thread. The work per operation is too small for threads to
+# pay, and on a busy CPU each parallel operation waits for its slowest thread (measured:
+# 2 threads on one busy core made the noise about 20x slower).
+_CHUNK = 8192
+
+
+def _normals(counter: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """Four float64 normals ``[C, 4]`` per counter ``[C, 4]``: Box-Muller on word pairs."""
+    words = philox4x32(counter, key).to(torch.float64)
+    # u = (w + 1/2) / 2**32, in (0, 1); radius from w0, w2 and angle from w1, w3
+    radius = words[:, 0::2].add(0.5).mul_(2.0**-32).log_().mul_(-2.0).sqrt_()
+    angle = words[:, 1::2].add(0.5).mul_(2.0 * math.pi * 2.0**-32)
     # (w0, w1) -> elements 4b, 4b+1; (w2, w3) -> 4b+2, 4b+3
-    normal = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)  # [N, blocks, 2, 2]
-    return normal.reshape(len(index), blocks * 4)[:, :size].reshape(len(index), *shape).to(dtype)
+    return torch.stack([angle.cos().mul_(radius), angle.sin_().mul_(radius)], dim=-1).view(-1, 4)
 
 
 def initial_noise(
