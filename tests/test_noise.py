@@ -220,3 +220,59 @@ def test_samples_on_cuda_start_from_the_cpu_noise(gaussian):
     on_cpu = sample(gaussian, Conditional(), requested, **kw).samples
     on_gpu = sample(gaussian, Conditional(), requested, device="cuda", **kw).samples
     torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-10, atol=1e-10)
+
+
+DDPM_GRID = """
+[benchmark]
+name = "ddpm-grid"
+n_samples = 300
+seeds = [0]
+batch_size = {batch_size}
+shard_size = {shard_size}
+[[models]]
+label = "overlap"
+kind = "gaussian"
+means = [[-0.5, 0.0], [0.5, 0.0]]
+std = 0.5
+[sampler]
+scheduler = "ddpm"
+steps = 20
+[[methods]]
+name = "conditional"
+[[methods]]
+name = "attribute_switching"
+tau = 400
+[metrics]
+bootstrap = 50
+"""
+
+
+def _ddpm_records(tmp_path, name, *, batch_size, shard_size, executor="local"):
+    from fairbench.config import load_grid
+    from fairbench.records import comparable, read_records
+    from fairbench.runner import run_benchmark
+
+    grid = tmp_path / f"{name}.toml"
+    grid.write_text(DDPM_GRID.format(batch_size=batch_size, shard_size=shard_size))
+    run_benchmark(load_grid(grid), tmp_path / name, executor=executor, log=lambda m: None)
+    return {r["job_key"]: comparable(r) for r in read_records(tmp_path / name)}
+
+
+def test_ddpm_records_do_not_depend_on_batch_size_or_shards(tmp_path):
+    a = _ddpm_records(tmp_path, "a", batch_size=100, shard_size=200)
+    b = _ddpm_records(tmp_path, "b", batch_size=32, shard_size=90)
+    assert len(a) == 2 and a == b
+
+
+@pytest.mark.slow  # starting Ray dominates; tests/test_harness.py runs the DDIM grid under Ray by default
+def test_ddpm_records_are_the_same_under_ray(tmp_path):
+    pytest.importorskip("ray")
+    import ray
+
+    local = _ddpm_records(tmp_path, "local", batch_size=100, shard_size=150)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        distributed = _ddpm_records(tmp_path, "ray", batch_size=100, shard_size=150, executor="ray")
+    finally:
+        ray.shutdown()
+    assert len(local) == 2 and distributed == local
