@@ -101,3 +101,31 @@ def test_judge_feature_extraction(benchmark):
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.SiLU(), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
     images = torch.randn(4096, 1, 16, 16)
     benchmark(module_features(net, "conv", batch_size=512), images)
+
+
+# DDPM's per-step noise: 20,000 two-dimensional samples on the analytic model, where the
+# network costs next to nothing, so the noise is the whole difference to DDIM at equal steps.
+NOISE_N = 20_000
+
+
+def _gaussian_run(model, scheduler, steps):
+    return sample(model, Conditional(), torch.arange(NOISE_N) % 2, scheduler_name=scheduler, steps=steps, seed=0,
+                  batch_size=NOISE_N).samples
+
+
+@pytest.mark.benchmark(group="stochastic-sampler")
+@pytest.mark.parametrize("scheduler,steps", [("ddim", 50), ("ddim", 100), ("ddpm", 100)])
+def test_gaussian_sampler_cost(benchmark, gaussian, scheduler, steps):
+    benchmark.pedantic(_gaussian_run, args=(gaussian, scheduler, steps), rounds=3)
+
+
+@pytest.mark.benchmark(group="stochastic-sampler")
+def test_noise_alone_for_100_steps(benchmark):
+    from fairbench.noise import step_noise
+
+    def draw():
+        initial_noise(0, range(NOISE_N), (2,), dtype=torch.float64)
+        for step in range(100):
+            step_noise(0, range(NOISE_N), step, (2,), dtype=torch.float64)
+
+    benchmark.pedantic(draw, rounds=3)

@@ -33,6 +33,7 @@ from .methods import MethodContext, assigned
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
+from .noise import SCHEME as NOISE_SCHEME
 from .progress import progress
 from .records import Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, spec_hash, write_record
 from .sample_files import write_sample_folder
@@ -83,6 +84,7 @@ class Job:
             "seed": self.seed,
             "metrics": dataclasses.asdict(config.metrics),
             "requested": "sample i requests value i mod k",
+            "noise": NOISE_SCHEME,
         }
 
     @property

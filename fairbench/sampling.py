@@ -17,8 +17,8 @@ import torch
 
 from .errors import NumericalFault
 from .models.base import Denoiser
-from .noise import STEPS, generators, initial_noise
-from .schedulers import build_scheduler
+from .noise import StepNoise, initial_noise
+from .schedulers import adds_noise, build_scheduler
 
 
 @dataclass
@@ -57,11 +57,33 @@ class Resume:
     scheduler: object
 
 
-def _step_kwargs(scheduler, gens: list[torch.Generator]) -> dict:
-    kwargs = {"generator": gens}
+def _step_kwargs(scheduler, step_noise: StepNoise, index: int, x: torch.Tensor) -> dict:
+    """A stochastic scheduler gets step `index`'s per-sample noise as ``variance_noise``."""
+    if adds_noise(scheduler):
+        return {"variance_noise": step_noise(index, x)}
     if "eta" in inspect.signature(scheduler.step).parameters:  # DDIM's step: eta = 0, deterministic
-        kwargs["eta"] = 0.0
-    return kwargs
+        return {"eta": 0.0}
+    return {}
+
+
+def bind_step_noise(scheduler, step_noise: StepNoise):
+    """Make a stochastic scheduler draw its own per-step noise from `step_noise`.
+
+    For loops that call ``scheduler.step`` themselves without ``variance_noise`` (a diffusers
+    pipeline's ``__call__``): the bound step finds its index among the scheduler's timesteps
+    and passes the same noise the shared loop passes, so both paths give the same samples.
+    A deterministic scheduler is returned unchanged.
+    """
+    if not adds_noise(scheduler):
+        return scheduler
+    unbound = scheduler.step
+
+    def step(model_output, timestep, sample, return_dict=True):
+        index = int((scheduler.timesteps == int(timestep)).nonzero()[0, 0])
+        return unbound(model_output, timestep, sample, variance_noise=step_noise(index, sample), return_dict=return_dict)
+
+    scheduler.step = step
+    return scheduler
 
 
 def denoise(
@@ -72,7 +94,7 @@ def denoise(
     *,
     scheduler_name: str,
     steps: int,
-    step_generators: list[torch.Generator],
+    step_noise: StepNoise,
     on_step: Callable[[Step], None] | None = None,
     resume: Resume | None = None,
     clip_sample: bool = False,
@@ -80,7 +102,7 @@ def denoise(
     """Run one batch from `noise` (or from `resume`) to samples; returns (samples, nfe, classifier evaluations).
 
     `on_step` sees every step (`Step`); `resume` continues a trajectory from a state the
-    callback saw, with `step_generators` in the state they had there.
+    callback saw, (per-step noise is a function of the step index, so nothing else needs restoring).
     """
     if resume is None:
         scheduler = build_scheduler(scheduler_name, model, steps, clip_sample=clip_sample)
@@ -91,7 +113,6 @@ def denoise(
     k = model.num_attributes
     nfe = classifier_evals = 0
     correct = getattr(method, "correct", None)
-    kwargs = _step_kwargs(scheduler, step_generators)
     for index, t_tensor in enumerate(scheduler.timesteps):
         if index < first:
             continue
@@ -112,7 +133,7 @@ def denoise(
                 f"non-finite noise prediction from the model at step {index} (t={t}) "
                 f"under method {method.name} {method.params()}"
             )
-        prev_sample = scheduler.step(eps, t_tensor, x, **kwargs).prev_sample
+        prev_sample = scheduler.step(eps, t_tensor, x, **_step_kwargs(scheduler, step_noise, index, x)).prev_sample
         if on_step is not None:
             on_step(Step(index, t, x, eps, prev_sample, scheduler))
         x = prev_sample
@@ -150,7 +171,7 @@ def sample(
             requested[lo : lo + batch_size].to(device),
             scheduler_name=scheduler_name,
             steps=steps,
-            step_generators=generators(seed, batch, STEPS),
+            step_noise=StepNoise(seed, batch),
             clip_sample=clip_sample,
         )
         outputs.append(x.detach().cpu())

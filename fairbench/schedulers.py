@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from diffusers import (
     DDIMScheduler,
-    DDPMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
 )
@@ -29,8 +28,30 @@ def _ddim(noise: dict[str, Any], clip_sample: bool) -> SchedulerMixin:
     return DDIMScheduler(**noise, clip_sample=clip_sample, set_alpha_to_one=True)
 
 
+class AncestralDDPM(DDIMScheduler):
+    """DDPM's ancestral sampler (Ho et al. 2020, posterior variance ``beta~_t``), as DDIM with eta = 1.
+
+    Song et al. (DDIM, ICLR 2021, eq. 16 and section 4.1) show that DDIM's update with eta = 1
+    is the DDPM posterior step, on any subsequence of timesteps: the same mean
+    ``sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps`` and the same variance
+    ``sigma^2 = (1 - abar_prev) / (1 - abar_t) (1 - abar_t / abar_prev)`` as diffusers'
+    ``DDPMScheduler`` with ``variance_type="fixed_small"`` (tests/test_noise.py checks the two
+    step for step). Written this way the step takes its fresh noise as DDIM's documented
+    ``variance_noise`` argument (``DDPMScheduler.step`` only takes generators), so fairbench
+    hands it counter-based noise for the whole batch at once.
+    """
+
+    adds_noise = True
+
+    def step(self, model_output, timestep, sample, generator=None, variance_noise=None, return_dict=True):
+        return super().step(
+            model_output, timestep, sample, eta=1.0, generator=generator, variance_noise=variance_noise,
+            return_dict=return_dict,
+        )
+
+
 def _ddpm(noise: dict[str, Any], clip_sample: bool) -> SchedulerMixin:
-    return DDPMScheduler(**noise, clip_sample=clip_sample, variance_type="fixed_small")
+    return AncestralDDPM(**noise, clip_sample=clip_sample, set_alpha_to_one=True)
 
 
 def _dpm(noise: dict[str, Any], clip_sample: bool) -> SchedulerMixin:
@@ -79,6 +100,11 @@ def build_scheduler(name: str, model: Any, steps: int, *, clip_sample: bool = Fa
     scheduler = make_scheduler(name, clip_sample=clip_sample, **model.scheduler_config())
     scheduler.set_timesteps(steps)
     return scheduler
+
+
+def adds_noise(scheduler: SchedulerMixin) -> bool:
+    """Whether the scheduler's step adds fresh noise (which it then takes as ``variance_noise``)."""
+    return getattr(scheduler, "adds_noise", False)
 
 
 def visited_timesteps(scheduler: SchedulerMixin, steps: int) -> list[int]:

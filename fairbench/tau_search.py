@@ -30,7 +30,7 @@ from .errors import FairbenchError, lookup
 from .methods import AttributeSwitching, Conditional
 from .metrics import fairness
 from .models.base import Denoiser
-from .noise import STEPS, generators, initial_noise
+from .noise import StepNoise, initial_noise
 from .progress import progress
 from .sampling import Resume, Step, denoise
 from .schedulers import make_scheduler, visited_timesteps
@@ -118,7 +118,7 @@ def reference_search(
 
     _, nfe, _ = denoise(
         model, Conditional(), torch.cat([noise, noise]), requested, scheduler_name=scheduler_name, steps=steps,
-        step_generators=generators(seed, list(range(batch_size)) * 2, STEPS), on_step=record, clip_sample=clip_sample,
+        step_noise=StepNoise(seed, list(range(batch_size)) * 2), on_step=record, clip_sample=clip_sample,
     )
     bar.close()
     # Ascending t: late[j] = sum of delta over the j+1 smallest visited timesteps.
@@ -135,12 +135,6 @@ def reference_search(
 # The switched pair of groups, branched from one shared prefix
 
 
-@dataclass
-class _Checkpoint:
-    resume: Resume
-    generator_states: list[torch.Tensor]
-
-
 class SwitchedPair:
     """One noise batch sampled as ``s0 -> s1`` (first half) and ``s1 -> s0`` (second half).
 
@@ -150,8 +144,8 @@ class SwitchedPair:
     first differs. The output equals sampling the candidate from ``x_T`` (same noise, same
     per-step noise). `nfe` counts model evaluations of the whole pair batch (one per sample per step).
 
-    Memory: one state of the batch per kept step (plus the generator states when the
-    scheduler draws per-step noise).
+    Memory: one state of the batch per kept step (per-step noise is a function of the step
+    index, so a branch needs nothing else to continue).
     """
 
     def __init__(self, model: Denoiser, *, scheduler_name: str, steps: int, seed: int, batch_size: int,
@@ -170,7 +164,7 @@ class SwitchedPair:
         scheduler = self._scheduler()
         self.timesteps = [int(t) for t in scheduler.timesteps]
         self.candidates = candidate_taus(self.timesteps)
-        self._checkpoints: dict[int, _Checkpoint] = {}
+        self._checkpoints: dict[int, Resume] = {}
         self._unswitched: torch.Tensor | None = None
         self.steps_run = 0  # sampler steps of the whole pair batch
 
@@ -190,28 +184,23 @@ class SwitchedPair:
     def run_prefix(self, positions) -> torch.Tensor:
         """Sample the unswitched trajectory, keeping the states the given candidates branch from."""
         keep = {self.step_index(p) for p in positions if p > 0}
-        gens = generators(self.seed, self.indices, STEPS)
         if 0 in keep:  # switched from the first step: branch from x_T itself
             scheduler = self._scheduler()
-            self._keep(0, self.noise * scheduler.init_noise_sigma, scheduler, gens)
+            self._keep(0, self.noise * scheduler.init_noise_sigma, scheduler)
 
         def on_step(step: Step) -> None:
             if step.index + 1 in keep:
-                self._keep(step.index + 1, step.prev_sample, step.scheduler, gens)
+                self._keep(step.index + 1, step.prev_sample, step.scheduler)
 
         x, _, _ = denoise(self.model, AttributeSwitching(-1, target=self.target), self.noise, self.requested,
-                          scheduler_name=self.scheduler_name, steps=self.steps, step_generators=gens,
+                          scheduler_name=self.scheduler_name, steps=self.steps, step_noise=StepNoise(self.seed, self.indices),
                           on_step=on_step, clip_sample=self.clip_sample)
         self.steps_run += len(self.timesteps)
         self._unswitched = x
         return x
 
-    def _keep(self, index: int, x: torch.Tensor, scheduler, gens: list[torch.Generator]) -> None:
-        states = [g.get_state() for g in gens]
-        last = self._checkpoints[max(self._checkpoints)].generator_states if self._checkpoints else None
-        if last is not None and all(torch.equal(a, b) for a, b in zip(states, last)):
-            states = last  # deterministic samplers never draw: share one copy
-        self._checkpoints[index] = _Checkpoint(Resume(index, x.clone(), copy.deepcopy(scheduler)), states)
+    def _keep(self, index: int, x: torch.Tensor, scheduler) -> None:
+        self._checkpoints[index] = Resume(index, x.clone(), copy.deepcopy(scheduler))
 
     def switched(self, position: int) -> torch.Tensor:
         """Output of the candidate at `position` (needs `run_prefix` to have kept its state)."""
@@ -219,11 +208,10 @@ class SwitchedPair:
             return self._unswitched
         index = self.step_index(position)
         point = self._checkpoints[index]
-        gens = [torch.Generator("cpu").set_state(s) for s in point.generator_states]
-        resume = Resume(index, point.resume.x, copy.deepcopy(point.resume.scheduler))
+        resume = Resume(index, point.x, copy.deepcopy(point.scheduler))
         x, _, _ = denoise(self.model, AttributeSwitching(self.candidates[position], target=self.target), None,
                           self.requested, scheduler_name=self.scheduler_name, steps=self.steps,
-                          step_generators=gens, resume=resume, clip_sample=self.clip_sample)
+                          step_noise=StepNoise(self.seed, self.indices), resume=resume, clip_sample=self.clip_sample)
         self.steps_run += len(self.timesteps) - index
         return x
 

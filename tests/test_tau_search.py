@@ -12,7 +12,7 @@ from fairbench.errors import FairbenchError
 from fairbench.methods import AttributeSwitching
 from fairbench.models.gaussian import GaussianModel, exact_optimal_tau, exact_tv_curve
 from fairbench.sampling import Step, denoise, sample
-from fairbench.noise import STEPS, generators, initial_noise
+from fairbench.noise import StepNoise, initial_noise
 from fairbench.tau_search import (
     SEARCHES,
     SwitchedPair,
@@ -143,7 +143,7 @@ def test_reference_search_reads_eps_through_the_step_callback():
     seen = []
     noise = initial_noise(0, range(batch), (2,), dtype=torch.float64)
     denoise(model, AttributeSwitching(-1), noise, torch.zeros(batch, dtype=torch.long), scheduler_name="ddim",
-            steps=steps, step_generators=generators(0, range(batch), STEPS), on_step=seen.append)
+            steps=steps, step_noise=StepNoise(0, list(range(batch))), on_step=seen.append)
     assert [s.index for s in seen] == list(range(steps)) and all(isinstance(s, Step) for s in seen)
     first = seen[0]
     torch.testing.assert_close(first.eps, model.eps(first.x, first.t, torch.eye(2, dtype=torch.float64)[[0] * batch]))

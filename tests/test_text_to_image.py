@@ -22,8 +22,8 @@ from fairbench.methods import AttributeSwitching, ClassifierGuidance, Conditiona
 from fairbench.models import model_spec
 from fairbench.models.base import one_hot
 from fairbench.models.text_to_image import TextToImageModel, pixel_features
-from fairbench.noise import STEPS, generators, initial_noise
-from fairbench.sampling import sample
+from fairbench.noise import StepNoise, initial_noise
+from fairbench.sampling import bind_step_noise, sample
 from fairbench.schedulers import make_scheduler, visited_timesteps
 from fairbench.tau_search import candidate_taus, direct_mean_search, reference_search
 
@@ -70,11 +70,11 @@ def t2i(folders):
 
 
 def plain(model: TextToImageModel, prompt: str, n: int, *, output_type: str = "latent", scheduler: str = "ddim") -> torch.Tensor:
-    """The unmodified pipeline on one prompt string, from the same noise and step generators."""
+    """The unmodified pipeline on one prompt string, from the same initial and per-step noise."""
     pipe = model.pipe
-    pipe.scheduler = make_scheduler(scheduler, **model.scheduler_config())
+    pipe.scheduler = bind_step_noise(make_scheduler(scheduler, **model.scheduler_config()), StepNoise(0, range(n)))
     out = pipe(
-        prompt=[prompt] * n, latents=initial_noise(0, range(n), model.sample_shape), generator=generators(0, range(n), STEPS),
+        prompt=[prompt] * n, latents=initial_noise(0, range(n), model.sample_shape),
         num_inference_steps=STEPS_N, guidance_scale=model.guidance_scale, height=model.height, width=model.width,
         output_type=output_type,
     ).images

@@ -97,8 +97,15 @@ def downstream_classifier(labels: np.ndarray):
 
 
 def one_vs_rest_max(metric, y_true: np.ndarray, y_pred: np.ndarray, sensitive: np.ndarray) -> float:
-    """``max_c metric(1[y = c], 1[yhat = c], sensitive)`` over every class c seen."""
+    """``max_c metric(1[y = c], 1[yhat = c], sensitive)`` over every class c seen.
+
+    A 0/1 target gets fairlearn's binary metric itself: the two indicators agree unless a
+    group lacks one class, where a rate is undefined (scikit-learn reads it as 0) and the
+    c = 0 indicator would report a different gap than the binary metric.
+    """
     classes = np.union1d(y_true, y_pred)
+    if set(classes.tolist()) <= {0, 1}:
+        return float(metric(y_true, y_pred, sensitive_features=sensitive))
     return float(max(
         metric((y_true == c).astype(int), (y_pred == c).astype(int), sensitive_features=sensitive) for c in classes
     ))

@@ -35,8 +35,8 @@ from typing import Literal
 import torch
 
 from ...errors import FairbenchError, NumericalFault
-from ...noise import STEPS, generators, initial_noise
-from ...sampling import SampleOutput
+from ...noise import StepNoise, initial_noise
+from ...sampling import SampleOutput, bind_step_noise
 from ...schedulers import make_scheduler, visited_timesteps
 from .attention import amplified_cross_attention
 from .model import TextToImageModel
@@ -111,7 +111,7 @@ def sample_pipeline(
     """`fairbench.sampling.sample` through the pipeline's own ``__call__``.
 
     Sample j starts from ``initial_noise(seed, [indices[j]], latent shape)`` (passed as
-    ``latents=``) and uses the per-sample step generators of the shared loop, so it is
+    ``latents=``) and its scheduler draws the shared loop's per-step noise, so it is
     paired with every other method and path. Returns images in [-1, 1] ([N, 3, H, W],
     float32, CPU), or the final latents with ``output="latent"``. ``nfe`` counts noise
     predictions per sample (one per visited step; CFG's two halves are one batched call).
@@ -144,7 +144,7 @@ def sample_pipeline(
         batch = indices[lo : lo + batch_size]
         wanted = requested[lo : lo + batch_size].to(model.device)
         size = len(batch)
-        pipe.scheduler = make_scheduler(scheduler_name, **model.scheduler_config())
+        pipe.scheduler = bind_step_noise(make_scheduler(scheduler_name, **model.scheduler_config()), StepNoise(seed, batch))
         timesteps = visited_timesteps(make_scheduler(scheduler_name, **model.scheduler_config()), steps)
         current = [method.weights(timesteps[0], wanted, k)]
         cond = model.condition(current[0])
@@ -177,7 +177,6 @@ def sample_pipeline(
                 result = pipe(
                     **model.family.call_kwargs(cond, model.negative_rows(size)),
                     latents=initial_noise(seed, batch, model.sample_shape, dtype=model.dtype).to(model.device),
-                    generator=generators(seed, batch, STEPS),
                     num_inference_steps=steps,
                     guidance_scale=model.guidance_scale,
                     height=model.height,
