@@ -226,6 +226,9 @@ class MetricsSpec:
     """``[metrics]``: settings of the measurements (see `fairbench.metrics.suite.SuiteOptions`)."""
 
     epsilon_folds: int = 5
+    epsilon_learners: list[str] = field(default_factory=lambda: ["logistic", "svm_rbf"])  # fairbench.metrics.fairness.LEARNERS
+    epsilon_repeats: int = 3
+    epsilon_permutations: int = 1000
     confidence: float = 0.95
     bootstrap: int = 1000
     fid_features: str = "auto"
@@ -239,8 +242,11 @@ class MetricsSpec:
         from .metrics.suite import SuiteOptions
 
         SuiteOptions.from_config(self).validate(where)
-        if self.epsilon_folds < 2:
-            raise FairbenchError(f"{where}.epsilon_folds must be at least 2, got {self.epsilon_folds}")
+        if self.epsilon_folds < 3:
+            raise FairbenchError(f"{where}.epsilon_folds must be at least 3, got {self.epsilon_folds}")
+        _positive(self.epsilon_repeats, f"{where}.epsilon_repeats")
+        if self.epsilon_permutations < 0:
+            raise FairbenchError(f"{where}.epsilon_permutations must be non-negative, got {self.epsilon_permutations}")
         if not 0.5 <= self.confidence < 1.0:
             raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
         _positive(self.bootstrap, f"{where}.bootstrap")

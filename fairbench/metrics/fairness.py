@@ -72,6 +72,7 @@ class EpsilonEstimate:
     selected: dict[str, float] = field(default_factory=dict)
     # each candidate's own cross-fitted 2 BA - 1 (not nested, so not a lower bound: information only)
     candidates: dict[str, float] = field(default_factory=dict)
+    statistic: float | None = None  # the unclipped repeat-averaged 2 BA - 1 the p-value tests
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> float:
@@ -251,7 +252,7 @@ def _pair_estimate(spaces, y, *, learners, folds, repeats, permutations, confide
     learner, space = counts.most_common(1)[0][0].split("@", 1)
     selected = {name: counts[name] / len(winners) for name in sorted(counts)}
     candidates = {name: float(np.mean([scores[name] for scores in own])) for name in own[0]}
-    return value, interval, p_value, learner, space, selected, candidates
+    return value, interval, p_value, learner, space, selected, candidates, raw
 
 
 def _as_spaces(features, n: int | None = None) -> dict[str, np.ndarray]:
@@ -332,12 +333,12 @@ def epsilon_fairness(
     best = None
     for a, b in pairs:
         mask = (requested == a) | (requested == b)
-        value, interval, p_value, learner, space, selected, candidates = _pair_estimate(
+        value, interval, p_value, learner, space, selected, candidates, raw = _pair_estimate(
             {name: x[mask] for name, x in spaces.items()}, requested[mask], learners=learners, folds=folds,
             repeats=repeats, permutations=permutations, confidence=confidence, bootstrap=bootstrap, seed=seed,
         )
         if best is None or value > best.value:
-            best = EpsilonEstimate(value, interval, (a, b), p_value, learner, space, selected, candidates)
+            best = EpsilonEstimate(value, interval, (a, b), p_value, learner, space, selected, candidates, raw)
     if best.p_value is not None and len(pairs) > 1:
         best = EpsilonEstimate(**{**best.__dict__, "p_value": min(1.0, best.p_value * len(pairs))})
     return best
