@@ -269,14 +269,10 @@ def _as_spaces(features, n: int | None = None) -> dict[str, np.ndarray]:
     return spaces
 
 
-def epsilon_feature_spaces(samples, features: np.ndarray, feature_name: str) -> dict[str, np.ndarray]:
-    """The feature spaces epsilon searches: `features` (named `feature_name`), and the raw
-    sample values when they are not already those and have at most `RAW_FEATURE_MAX_DIM` values."""
-    spaces = {feature_name: np.asarray(features)}
-    raw = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
-    if feature_name != "raw" and raw.shape[1] <= RAW_FEATURE_MAX_DIM:
-        spaces["raw"] = raw
-    return spaces
+def raw_space_helps(feature_name: str, sample_shape: tuple[int, ...]) -> bool:
+    """Whether epsilon should also search the raw sample values: they are not already the
+    features and a sample has at most `RAW_FEATURE_MAX_DIM` values."""
+    return feature_name != "raw" and int(np.prod(sample_shape)) <= RAW_FEATURE_MAX_DIM
 
 
 def epsilon_fairness(
@@ -294,7 +290,7 @@ def epsilon_fairness(
     """Estimate epsilon in ``max_{a,b} TV(q(x | requested=a), q(x | requested=b)) <= epsilon``.
 
     `features`: one array ``[N, ...]`` or named feature spaces ``{name: [N, ...]}`` (a judge's
-    features, the raw values: see `epsilon_feature_spaces`). The panel is every (learner,
+    features, the raw values where `raw_space_helps`). The panel is every (learner,
     space) pair, learners from `LEARNERS`.
 
     For a pair of requested values, each of `repeats` stratified `folds`-fold splits gives

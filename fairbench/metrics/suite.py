@@ -25,7 +25,7 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from .balance import balance_metrics
-from .fairness import DEFAULT_LEARNERS, LEARNERS, epsilon_feature_spaces, epsilon_fairness, epsilon_linear
+from .fairness import DEFAULT_LEARNERS, LEARNERS, epsilon_fairness, epsilon_linear, raw_space_helps
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
 from .quality import QUALITY_BACKENDS, quality_metrics
 from .utility import train_synthetic_test_real
@@ -130,8 +130,11 @@ def evaluate(
 
     features = setup_features(setup, device=device, batch_size=batch)
     sample_features = features(samples).numpy()
+    spaces = {setup.feature_name: sample_features}
+    if raw_space_helps(setup.feature_name, tuple(samples.shape[1:])):
+        spaces["raw"] = raw_features(device=device, batch_size=batch)(samples).numpy()
     estimate = epsilon_fairness(
-        epsilon_feature_spaces(samples.cpu(), sample_features, setup.feature_name), requested,
+        spaces, requested,
         learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
         permutations=options.epsilon_permutations, confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
     )
