@@ -111,9 +111,21 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    if args.name == "metrics":
+        return _report_metrics(args)
     from .report import tau_search_report
 
     print(tau_search_report(batch_size=args.batch_size, seed=args.seed), end="")
+    return 0
+
+
+def _report_metrics(args) -> int:
+    from .report import ValidationSettings, write_metrics_validation
+
+    if args.draws is not None and args.draws < 1:
+        raise FairbenchError(f"--draws must be positive, got {args.draws}")
+    settings = ValidationSettings(seed=args.seed, **({"draws": args.draws} if args.draws is not None else {}))
+    print(f"wrote {write_metrics_validation(args.out or 'docs/metrics-validation.md', settings)}")
     return 0
 
 
@@ -165,8 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("directory")
     board.set_defaults(func=_cmd_leaderboard)
 
-    report = commands.add_parser("report", help="generated reports (tau-search: both searches vs the exact optimum)")
-    report.add_argument("name", choices=["tau-search"])
+    report = commands.add_parser(
+        "report", help="generated reports (tau-search: both searches vs the exact optimum; "
+        "metrics: measurements vs known truth, written to docs/metrics-validation.md)"
+    )
+    report.add_argument("name", choices=["tau-search", "metrics"])
+    report.add_argument("--out", help="metrics: output file (default docs/metrics-validation.md)")
+    report.add_argument("--draws", type=int, help="metrics: independent draws per case (default 20)")
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
     report.set_defaults(func=_cmd_report)
