@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from statistics import NormalDist
 from typing import Any
@@ -181,7 +181,7 @@ def _nested_predictions(spaces, y, learners, folds, seed) -> tuple[np.ndarray, l
         if len(candidates) == 1:
             continue
         for k in range(folds):
-            inner[candidate, k] = np.full(n, -1, dtype=y.dtype)
+            inner[candidate, k] = np.empty(n, dtype=y.dtype)  # only the neighbours' entries are read
         # Neighbouring folds j = k + 1 (cyclically) share one model fitted without both: it
         # predicts fold j for outer fold k's selection and fold k for outer fold j's. Each
         # outer fold is so scored on its two neighbours, 2/folds of the samples.
@@ -336,5 +336,5 @@ def epsilon_fairness(
         if best is None or value > best.value:
             best = EpsilonEstimate(value, interval, (a, b), p_value, learner, space, selected, candidates, raw)
     if best.p_value is not None and len(pairs) > 1:
-        best = EpsilonEstimate(**{**best.__dict__, "p_value": min(1.0, best.p_value * len(pairs))})
+        best = replace(best, p_value=min(1.0, best.p_value * len(pairs)))
     return best
