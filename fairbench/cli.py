@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("name", choices=["tau-search", "metrics"])
     report.add_argument("--out", help="metrics: output file (default docs/metrics-validation.md)")
-    report.add_argument("--draws", type=int, help="metrics: independent draws per case (default 20)")
+    report.add_argument("--draws", type=int, help="metrics: independent draws per case (default 12; 3 above 1000 samples per group)")
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
     report.set_defaults(func=_cmd_report)

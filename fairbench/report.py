@@ -66,8 +66,8 @@ class ValidationSettings:
     digits 1000 samples, the Gaussian 4000); `large_draws` replaces `draws` above 1000 per group."""
 
     sizes: tuple[int, ...] = (500, 2000)
-    draws: int = 20
-    large_draws: int = 5
+    draws: int = 12
+    large_draws: int = 3
     seed: int = 0
 
     def draws_at(self, n_per_group: int) -> int:

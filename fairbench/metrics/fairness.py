@@ -208,7 +208,25 @@ def _nested_predictions(spaces, y, learners, folds, seed) -> tuple[np.ndarray, l
     return final, winners, own
 
 
-def _pair_estimate(spaces, y, *, learners, folds, repeats, permutations, confidence, bootstrap, seed):
+def _half_sample_sd(spaces, y, positive, *, learners, folds, subsamples, seed) -> float:
+    """Standard deviation of the estimate at n, from its spread over stratified half-samples: each
+    half-sample (n/2 without replacement; no duplicates, which would leak across folds) gets its own
+    nested cross-fitting; sd(n) = sd(n/2) / sqrt(2). 0 when `subsamples` < 2 or a half is too small."""
+    halves = [np.flatnonzero(positive), np.flatnonzero(~positive)]
+    if subsamples < 2 or min(len(h) // 2 for h in halves) < folds:
+        return 0.0
+    rng = np.random.default_rng(seed + 104729)
+    statistics = []
+    for h in range(subsamples):
+        index = np.sort(np.concatenate([rng.choice(group, len(group) // 2, replace=False) for group in halves]))
+        pred, _, _ = _nested_predictions({name: x[index] for name, x in spaces.items()}, y[index], learners, folds,
+                                         seed + 1000 + h)
+        said = pred == y[positive][0]
+        statistics.append(said[positive[index]].mean() - said[~positive[index]].mean())
+    return float(np.std(statistics, ddof=1) / np.sqrt(2.0))
+
+
+def _pair_estimate(spaces, y, *, learners, folds, repeats, subsamples, permutations, confidence, bootstrap, seed):
     _check_counts(y, folds)
     classes = np.unique(y)
     positive = y == classes[1]
@@ -226,18 +244,21 @@ def _pair_estimate(spaces, y, *, learners, folds, repeats, permutations, confide
     value = min(1.0, max(0.0, raw))
 
     # Interval. (a) test-sample variability: percentile bootstrap of the repeat-averaged
-    # statistic, samples resampled within each group; (b) refitting variability: the spread
-    # of the statistic over fold splits (one repeat's standard deviation), added in quadrature
-    # on each side. The interval always contains the estimate.
+    # statistic, samples resampled within each group, widened in quadrature by the spread over
+    # fold splits; (b) refitting variability: the standard deviation of the whole estimate over
+    # `subsamples` stratified half-samples, each refitted, divided by sqrt(2) (a variance that
+    # falls as 1/n). Each side takes the wider of the two. The interval contains the estimate.
     rng = np.random.default_rng(seed)
     mean_positive = said_positive.mean(0)
     tpr = rng.choice(mean_positive[positive], size=(bootstrap, n1)).mean(1)
     fpr = rng.choice(mean_positive[~positive], size=(bootstrap, n0)).mean(1)
     alpha = (1.0 - confidence) / 2.0
+    z = NormalDist().inv_cdf(1.0 - alpha)
     q_low, q_high = np.quantile(tpr - fpr, [alpha, 1.0 - alpha])
-    refit = NormalDist().inv_cdf(1.0 - alpha) * (float(per_repeat.std(ddof=1)) if repeats > 1 else 0.0)
-    low = raw - float(np.hypot(max(raw - q_low, 0.0), refit))
-    high = raw + float(np.hypot(max(q_high - raw, 0.0), refit))
+    split = z * (float(per_repeat.std(ddof=1)) if repeats > 1 else 0.0)
+    refit = z * _half_sample_sd(spaces, y, positive, learners=learners, folds=folds, subsamples=subsamples, seed=seed)
+    low = raw - max(float(np.hypot(max(raw - q_low, 0.0), split)), refit)
+    high = raw + max(float(np.hypot(max(q_high - raw, 0.0), split)), refit)
     interval = (min(max(low, 0.0), value), max(min(high, 1.0), value))
 
     # Permutation p-value of "the groups have one distribution": the labels permuted against
@@ -282,6 +303,7 @@ def epsilon_fairness(
     learners: tuple[str, ...] | list[str] = DEFAULT_LEARNERS,
     folds: int = 5,
     repeats: int = 3,
+    subsamples: int = 8,
     permutations: int = 1000,
     confidence: float = 0.95,
     bootstrap: int = 1000,
@@ -331,7 +353,8 @@ def epsilon_fairness(
         mask = (requested == a) | (requested == b)
         value, interval, p_value, learner, space, selected, candidates, raw = _pair_estimate(
             {name: x[mask] for name, x in spaces.items()}, requested[mask], learners=learners, folds=folds,
-            repeats=repeats, permutations=permutations, confidence=confidence, bootstrap=bootstrap, seed=seed,
+            repeats=repeats, subsamples=subsamples, permutations=permutations, confidence=confidence,
+            bootstrap=bootstrap, seed=seed,
         )
         if best is None or value > best.value:
             best = EpsilonEstimate(value, interval, (a, b), p_value, learner, space, selected, candidates, raw)
