@@ -228,6 +228,7 @@ class MetricsSpec:
     epsilon_folds: int = 5
     epsilon_learners: list[str] = field(default_factory=lambda: ["logistic", "svm_rbf"])  # fairbench.metrics.fairness.LEARNERS
     epsilon_repeats: int = 3
+    epsilon_subsamples: int = 8  # refitted half-samples behind epsilon's interval (0: none)
     epsilon_permutations: int = 1000
     confidence: float = 0.95
     bootstrap: int = 1000
@@ -245,6 +246,8 @@ class MetricsSpec:
         if self.epsilon_folds < 3:
             raise FairbenchError(f"{where}.epsilon_folds must be at least 3, got {self.epsilon_folds}")
         _positive(self.epsilon_repeats, f"{where}.epsilon_repeats")
+        if self.epsilon_subsamples < 0:
+            raise FairbenchError(f"{where}.epsilon_subsamples must be non-negative, got {self.epsilon_subsamples}")
         if self.epsilon_permutations < 0:
             raise FairbenchError(f"{where}.epsilon_permutations must be non-negative, got {self.epsilon_permutations}")
         if not 0.5 <= self.confidence < 1.0:

@@ -41,8 +41,9 @@ METRICS: dict[str, MetricInfo] = {
             "lower",
             "Choi et al. 2024 (epsilon-fairness); estimator: fairbench (docs/metrics.md, epsilon)",
             interval="epsilon_ci",
-            interval_method="percentile bootstrap of the repeat-averaged held-out predictions (within each group), "
-            "widened in quadrature by z times the standard deviation over fold splits (refitting)",
+            interval_method="each side the wider of: the percentile bootstrap of the repeat-averaged held-out "
+            "predictions (within each group) widened in quadrature by z times the spread over fold splits; z times "
+            "the estimate's standard deviation over refitted half-samples divided by sqrt(2) (refitting)",
         ),
         MetricInfo(
             "epsilon_p_value",

@@ -325,11 +325,14 @@ def epsilon_fairness(
     that carries the difference; a difference no space carries, or too fine for n samples,
     stays invisible. For k > 2 the largest pairwise value.
 
-    Interval at `confidence` (level ``c``, ``alpha = (1 - c)/2``): with ``q_alpha``,
-    ``q_{1-alpha}`` the percentile-bootstrap quantiles (`bootstrap` resamples within each
-    group of the repeat-averaged held-out predictions) and ``s`` the standard deviation of
-    ``2 BA_r - 1`` over repeats, ``low = e - sqrt((e - q_alpha)^2 + (z s)^2)``, ``high = e +
-    sqrt((q_{1-alpha} - e)^2 + (z s)^2)``, ``z = Phi^-1(1 - alpha)``, clipped to [0, 1].
+    Interval at `confidence` (level ``c``, ``alpha = (1 - c)/2``, ``z = Phi^-1(1 - alpha)``):
+    with ``q_alpha``, ``q_{1-alpha}`` the percentile-bootstrap quantiles (`bootstrap` resamples
+    within each group of the repeat-averaged held-out predictions), ``s`` the standard deviation
+    of ``2 BA_r - 1`` over repeats and ``sd`` the standard deviation of the whole estimate over
+    `subsamples` refitted stratified half-samples divided by sqrt(2) (`_half_sample_sd`):
+    ``low = e - max(sqrt((e - q_alpha)^2 + (z s)^2), z sd)``, ``high = e + max(sqrt((q_{1-alpha}
+    - e)^2 + (z s)^2), z sd)``, clipped to [0, 1]. The first term is the test-sample
+    variability, the second includes refitting.
 
     p-value (`permutations` > 0): ``(1 + #{pi: T(pi) >= T}) / (1 + P)``, T the unclipped
     repeat-averaged ``2 BA - 1``, T(pi) the same with the requested labels randomly permuted
@@ -342,10 +345,10 @@ def epsilon_fairness(
     learners = tuple(lookup({name: name for name in LEARNERS}, name, "epsilon learner") for name in learners)
     if not learners:
         raise FairbenchError("epsilon needs at least one learner")
-    if folds < 3 or repeats < 1 or permutations < 0 or bootstrap < 1:
+    if folds < 3 or repeats < 1 or subsamples < 0 or permutations < 0 or bootstrap < 1:
         raise FairbenchError(
-            f"epsilon needs folds >= 3, repeats >= 1, permutations >= 0, bootstrap >= 1; "
-            f"got {folds}, {repeats}, {permutations}, {bootstrap}"
+            f"epsilon needs folds >= 3, repeats >= 1, subsamples >= 0, permutations >= 0, bootstrap >= 1; "
+            f"got {folds}, {repeats}, {subsamples}, {permutations}, {bootstrap}"
         )
     pairs = list(combinations(_check_requested(requested).tolist(), 2))
     best = None

@@ -48,6 +48,7 @@ class SuiteOptions:
     epsilon_folds: int = 5
     epsilon_learners: tuple[str, ...] = DEFAULT_LEARNERS
     epsilon_repeats: int = 3
+    epsilon_subsamples: int = 8
     epsilon_permutations: int = 1000
     confidence: float = 0.95
     bootstrap: int = 1000
@@ -136,6 +137,7 @@ def evaluate(
     estimate = epsilon_fairness(
         spaces, requested,
         learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
+        subsamples=options.epsilon_subsamples,
         permutations=options.epsilon_permutations, confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
     )
     linear = epsilon_linear(
