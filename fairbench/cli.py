@@ -118,6 +118,8 @@ def _cmd_leaderboard(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    if args.name == "metrics":
+        return _report_metrics(args)
     if args.stride <= 0:
         raise FairbenchError(f"--stride must be positive, got {args.stride}")
     configs = [load_config(path) for path in args.config]
@@ -132,6 +134,16 @@ def _cmd_report(args) -> int:
     if args.figure and reports:
         panels = [(r.label, r.sweep.as_json(), {k: v.tau for k, v in r.searches.items()}) for r in reports]
         print(f"\nwrote {epsilon_curves(panels, Path(args.figure))}")
+    return 0
+
+
+def _report_metrics(args) -> int:
+    from .report import ValidationSettings, write_metrics_validation
+
+    if args.draws is not None and args.draws < 1:
+        raise FairbenchError(f"--draws must be positive, got {args.draws}")
+    settings = ValidationSettings(seed=args.seed, **({"draws": args.draws} if args.draws is not None else {}))
+    print(f"wrote {write_metrics_validation(args.out or 'docs/metrics-validation.md', settings)}")
     return 0
 
 
@@ -193,8 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("directory")
     board.set_defaults(func=_cmd_leaderboard)
 
-    report = commands.add_parser("report", help="generated reports (tau-search: the tau searches vs the exact optimum and the measured epsilon(tau))")
-    report.add_argument("name", choices=["tau-search"])
+    report = commands.add_parser(
+        "report", help="generated reports (tau-search: the tau searches vs the exact optimum and the measured epsilon(tau); "
+        "metrics: measurements vs known truth, written to docs/metrics-validation.md)"
+    )
+    report.add_argument("name", choices=["tau-search", "metrics"])
+    report.add_argument("--out", help="metrics: output file (default docs/metrics-validation.md)")
+    report.add_argument("--draws", type=int, help="metrics: independent draws per case (default 12; 3 above 1000 samples per group)")
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--config", action="append", default=[],

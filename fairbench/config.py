@@ -131,8 +131,13 @@ class MetricsSpec(SuiteOptions):
 
     def validate(self, where: str = "metrics") -> None:
         super().validate(where)
-        if self.epsilon_folds < 2:
-            raise FairbenchError(f"{where}.epsilon_folds must be at least 2, got {self.epsilon_folds}")
+        if self.epsilon_folds < 3:
+            raise FairbenchError(f"{where}.epsilon_folds must be at least 3, got {self.epsilon_folds}")
+        positive(self.epsilon_repeats, f"{where}.epsilon_repeats")
+        if self.epsilon_subsamples < 0:
+            raise FairbenchError(f"{where}.epsilon_subsamples must be non-negative, got {self.epsilon_subsamples}")
+        if self.epsilon_permutations < 0:
+            raise FairbenchError(f"{where}.epsilon_permutations must be non-negative, got {self.epsilon_permutations}")
         if not 0.5 <= self.confidence < 1.0:
             raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
         positive(self.bootstrap, f"{where}.bootstrap")

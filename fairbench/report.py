@@ -1,5 +1,6 @@
 """Generated reports. `tau_search_report`: the tau searches against the exact optimum of the
-analytic model, and (`model_tau_report`) against the measured epsilon(tau) curve of any model.
+analytic model, and (`model_tau_report`) against the measured epsilon(tau) curve of any model;
+`metrics_validation_report`: the measurements against cases with a known answer.
 
 On the analytic Gaussian model the TV between the switched groups is known in closed form
 at every tau, so each search's tau can be scored by the TV it leaves. On other models the
@@ -12,7 +13,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from .metrics.fairness import epsilon_fairness, epsilon_linear
+from .metrics.known_truth import standard_cases
 from .models.gaussian import GaussianModel, exact_optimal_tau, exact_tv_curve
 from .tau_search import TauSearchResult, direct_mean_search, direct_search, loop_output_to_samples, reference_search, run_search
 
@@ -150,3 +156,112 @@ def model_tau_markdown(report: ModelTauReport) -> str:
         lo, hi = sweep.band[j]
         lines.append(f"| {tau} | {value:.3f} | [{lo:.3f}, {hi:.3f}] |" + (f" {gaps[j]:.3f} |" if gaps else ""))
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# `fairbench report metrics`: measurements checked against known truth (docs/metrics-validation.md).
+# The report is the concatenation of its sections; a section is a function of the shared
+# settings returning Markdown, registered by appending it to `METRICS_VALIDATION_SECTIONS`.
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """Settings every section receives: `draws` independent draws per case (for coverage and
+    rejection rates), at each number of samples per group in `sizes` (the benchmarks' sizes:
+    digits 1000 samples, the Gaussian 4000); `large_draws` replaces `draws` above 1000 per group."""
+
+    sizes: tuple[int, ...] = (500, 2000)
+    draws: int = 12
+    large_draws: int = 3
+    seed: int = 0
+
+    def draws_at(self, n_per_group: int) -> int:
+        return self.draws if n_per_group <= 1000 else min(self.draws, self.large_draws)
+
+
+def epsilon_known_truth_rows(settings: ValidationSettings) -> list[dict]:
+    rows = []
+    for case, n in itertools.product(standard_cases(), settings.sizes):
+        estimates, linear = [], []
+        for draw in range(settings.draws_at(n)):
+            seed = settings.seed + 1000 * draw
+            samples, requested = case.sample(n, seed)
+            estimates.append(epsilon_fairness(samples, requested, seed=seed))
+            linear.append(epsilon_linear(samples, requested, seed=seed).value)
+        values = np.array([e.value for e in estimates])
+        first = estimates[0]
+        rows.append({
+            "case": case.name, "description": case.description, "n_per_group": n, "draws": len(estimates),
+            "tv": case.tv, "epsilon": first.value, "interval": first.interval, "p_value": first.p_value,
+            "chosen": f"{first.learner}@{first.feature_space}",
+            "mean_epsilon": float(values.mean()), "sd_epsilon": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "coverage": float(np.mean([e.interval[0] <= case.tv <= e.interval[1] for e in estimates])),
+            "rejected": float(np.mean([e.p_value < 0.05 for e in estimates])),
+            "mean_linear": float(np.mean(linear)),
+        })
+    return rows
+
+
+def epsilon_known_truth_section(settings: ValidationSettings) -> str:
+    rows = epsilon_known_truth_rows(settings)
+    lines = [
+        "## epsilon against closed-form total variation",
+        "",
+        "Cases from `fairbench.metrics.known_truth` (exact TV in each docstring), two groups of n samples",
+        "each, the estimator at its defaults (`fairbench.metrics.fairness.epsilon_fairness`: logistic",
+        "regression and an RBF-kernel SVM, nested 5-fold cross-fitting, 3 fold splits, 95% interval,",
+        "1000 permutations). Columns from the first draw: epsilon, its interval, the p-value and the",
+        "learner chosen. Over all draws: mean and standard deviation of epsilon, the share of",
+        "intervals containing the exact TV (coverage), the share of p-values below 0.05 (power where",
+        "TV > 0; the test's size where TV = 0), and the mean of the single logistic regression",
+        "(`epsilon_linear`, the earlier estimator) on the same draws.",
+        "",
+        "| case | n per group | exact TV | epsilon | interval | p-value | chosen | mean +- sd over draws "
+        "| coverage of exact TV | p < 0.05 | epsilon_linear (mean) |",
+        "|" + "---|" * 11,
+    ]
+    for r in rows:
+        low, high = r["interval"]
+        lines.append(
+            f"| {r['case']} | {r['n_per_group']} | {r['tv']:.3f} | {r['epsilon']:.3f} | [{low:.3f}, {high:.3f}] "
+            f"| {r['p_value']:.3f} | {r['chosen']} | {r['mean_epsilon']:.3f} +- {r['sd_epsilon']:.3f} "
+            f"| {r['coverage']:.2f} ({r['draws']} draws) | {r['rejected']:.2f} | {r['mean_linear']:.3f} |"
+        )
+    lines += [
+        "",
+        "Reading it: epsilon is a lower bound on TV; where the chosen learner is not Bayes-optimal",
+        "at this n (64 dimensions) it falls short by the learner's excess error, and the interval,",
+        "which describes the estimator's own variability, then misses the exact TV more often. At",
+        "500 samples per group the interval also covers less than its nominal 95% where a panel",
+        "member is Bayes-optimal (mean shift: logistic regression): the spread of the estimate over",
+        "draws is larger than both the bootstrap and the half-sample refits estimate, most likely",
+        "from the per-fold choice between learners; read it as roughly an 80-90% interval at that",
+        "size. A draw's estimate may exceed the exact TV by sampling noise only. Coverage from 12",
+        "draws (3 above 1000 per group) is coarse: one draw is 0.08 (0.33).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+METRICS_VALIDATION_SECTIONS: list[Callable[[ValidationSettings], str]] = [epsilon_known_truth_section]
+
+
+def metrics_validation_report(settings: ValidationSettings = ValidationSettings()) -> str:
+    header = [
+        "# Measurements against known truth",
+        "",
+        "Generated by `fairbench report metrics` (settings: samples per group "
+        f"{', '.join(map(str, settings.sizes))}; {settings.draws} draws per case, {settings.large_draws} above 1000 "
+        f"per group; seed {settings.seed}); do not edit by hand.",
+        "",
+    ]
+    return "\n".join(header) + "\n" + "\n".join(section(settings) for section in METRICS_VALIDATION_SECTIONS)
+
+
+def write_metrics_validation(path: str | Path = "docs/metrics-validation.md",
+                             settings: ValidationSettings = ValidationSettings()) -> Path:
+    text = metrics_validation_report(settings)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

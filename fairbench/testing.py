@@ -9,7 +9,7 @@ of what moved::
         fairbench_check(tmp_path, "leaderboards/gaussian", tolerance={"tau": 20})
 
 Options are the keys of the ``[check]`` table (``k``, ``exact``, ``match``, ``fail_on``,
-``exclude``, ``tolerance``, ``allow_missing``; see `fairbench.check`). Bad options or
+``exclude``, ``tolerance``, ``training_spread``, ``allow_missing``; see `fairbench.check`). Bad options or
 unreadable records raise `FairbenchError` (an error, not a failure, of the test).
 
 Installed fairbench registers this plugin through its ``pytest11`` entry point, named

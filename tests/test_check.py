@@ -24,13 +24,15 @@ from fairbench.testing import assert_no_regression
 REPO = Path(__file__).resolve().parents[1]
 
 
-def record(label="switching", seed=0, *, benchmark="bench", **metrics) -> dict:
+def record(label="switching", seed=0, *, benchmark="bench", model=None, **metrics) -> dict:
     spec = {"benchmark": benchmark, "method": {"name": label}, "seed": seed}
+    if model is not None:
+        spec["model"] = {"kind": model}
     return make_record(spec=spec, label=label, metrics=metrics, provenance={"seed": seed})
 
 
-def pair(base_metrics: dict, new_metrics: dict, **spec) -> list:
-    result = compare_records([record(**new_metrics)], [record(**base_metrics)], parse_check(spec))
+def pair(base_metrics: dict, new_metrics: dict, *, model=None, **spec) -> list:
+    result = compare_records([record(model=model, **new_metrics)], [record(model=model, **base_metrics)], parse_check(spec))
     return {c.metric: c for c in result.comparisons}
 
 
@@ -67,6 +69,44 @@ def test_configured_bound_replaces_the_interval_rule():
     fid = pair({"fid": 40.0}, {"fid": 41.9}, tolerance={"fid": "5%"})["fid"]  # 5% of 40 = 2
     assert fid.allowed == pytest.approx(2.0) and not fid.moved
     assert pair({"fid": 40.0}, {"fid": 42.1}, tolerance={"fid": "5%"})["fid"].moved
+
+
+def test_a_value_outside_its_own_interval_is_a_broken_record():
+    base = {"epsilon": 0.50, "epsilon_ci": [0.45, 0.55]}
+    # epsilon raised by 0.3 with its interval left in place: the interval rule would allow
+    # about the gap itself; the record is refused instead, whatever the tolerance
+    raised = pair(base, {"epsilon": 0.80, "epsilon_ci": [0.45, 0.55]})["epsilon"]
+    assert raised.moved and raised.rule == "outside its own interval (new)" and raised.allowed is None
+    assert pair(base, {"epsilon": 0.80, "epsilon_ci": [0.45, 0.55]}, tolerance={"epsilon": 1.0})["epsilon"].moved
+    assert pair(base, {"epsilon": 0.80, "epsilon_ci": [0.45, 0.55]}, fail_on="worse")["epsilon"].moved
+    broken_base = pair({"epsilon": 0.1, "epsilon_ci": [0.45, 0.55]}, base)["epsilon"]
+    assert broken_base.moved and broken_base.rule == "outside its own interval (baseline)"
+    # the ends themselves (and floating-point noise beyond them) are inside
+    assert not pair(base, {"epsilon": 0.55 + 1e-12, "epsilon_ci": [0.50, 0.55]})["epsilon"].moved
+
+
+def test_a_retrain_of_the_same_config_passes_and_a_regression_still_fails():
+    # two cold trainings of the digits config: conditional epsilon 0.874 [0.844, 0.902] and
+    # 0.832 (interval of the same width); the interval rule alone allows about 0.042
+    base = {"epsilon": 0.874, "epsilon_ci": [0.844, 0.902]}
+    retrain = {"epsilon": 0.832, "epsilon_ci": [0.802, 0.860]}
+    trained = pair(base, retrain, model="unet")["epsilon"]
+    assert not trained.moved and "training spread 0.06" in trained.rule
+    assert trained.allowed == pytest.approx(math.hypot(math.hypot(0.030, 0.028), 0.06))
+    # an analytic model has nothing to retrain: its epsilon keeps the interval rule alone
+    assert pair(base, retrain, model="gaussian")["epsilon"].moved
+    # a real regression (epsilon up 0.3, interval moved along) fails on a trained model too
+    worse = pair(base, {"epsilon": 1.0, "epsilon_ci": [0.97, 1.0]}, model="unet")["epsilon"]
+    assert worse.moved
+    shifted = {"epsilon": 0.574, "epsilon_ci": [0.544, 0.602]}
+    assert pair(base, shifted, model="unet")["epsilon"].moved
+    # the spread is configurable, and a configured tolerance replaces it
+    assert pair(base, retrain, model="unet", training_spread={"epsilon": 0})["epsilon"].moved
+    assert not pair(base, retrain, model="unet", training_spread={"epsilon": "10%"})["epsilon"].moved
+    assert pair(base, retrain, model="unet", tolerance={"epsilon": 0.01})["epsilon"].moved
+    # metrics without a stated spread stay exact, and a p-value is not compared
+    compared = pair({"fid": 13.7, "epsilon_p_value": 0.001}, {"fid": 12.9, "epsilon_p_value": 0.2}, model="unet")
+    assert compared["fid"].moved and "epsilon_p_value" not in compared
 
 
 def test_quantities_without_interval_must_agree_exactly():
@@ -127,6 +167,8 @@ def test_matching_by_label_and_seed_survives_a_spec_change():
         ({"k": 0}, "check.k must be positive"),
         ({"match": "hash"}, "not allowed"),
         ({"tolerence": {}}, "Did you mean: tolerance?"),
+        ({"training_spread": {"epsilon": -0.1}}, "non-negative"),
+        ({"training_spread": {"epsilom": 0.1}}, "Did you mean: epsilon?"),
     ],
 )
 def test_bad_settings_are_refused_with_one_line(table, message):
@@ -162,14 +204,15 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
     return outs[0], outs[1]
 
 
-def plant(run: Path, target: Path, label: str, shift: float) -> Path:
-    """Copy a run and move the epsilon of one method's record (and its interval) by `shift`."""
+def plant(run: Path, target: Path, label: str, shift: float, *, interval: bool = True) -> Path:
+    """Copy a run and move the epsilon of one method's record (and its interval, unless told not) by `shift`."""
     shutil.copytree(run, target)
     for path in (target / "records").glob("*.json"):
         data = json.loads(path.read_text())
         if data["label"] == label:
             data["metrics"]["epsilon"] += shift
-            data["metrics"]["epsilon_ci"] = [b + shift for b in data["metrics"]["epsilon_ci"]]
+            if interval:
+                data["metrics"]["epsilon_ci"] = [b + shift for b in data["metrics"]["epsilon_ci"]]
             path.write_text(json.dumps(data))
     return target
 
@@ -178,7 +221,7 @@ def test_rerun_of_the_same_config_passes(runs, capsys):
     baseline, rerun = runs
     assert main(["check", str(rerun), "--baseline", str(baseline)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 3 record pairs") and "excluded: peak_mem_mb, samples_per_s, tau_search_s, wall_s" in out
+    assert out.startswith("ok: 3 record pairs") and "excluded: epsilon_p_value, peak_mem_mb, samples_per_s, tau_search_s, wall_s" in out
 
 
 def test_planted_regression_fails_with_a_table(runs, tmp_path, capsys):
@@ -194,6 +237,13 @@ def test_planted_regression_fails_with_a_table(runs, tmp_path, capsys):
     assert main(["check", str(planted), "--baseline", str(baseline), "--tolerance", "epsilon=0.5"]) == 0
     one = next(p for p in (baseline / "records").glob("*.json") if "embedding_mixing" in p.read_text())
     assert main(["check", str(planted), "--baseline", str(one)]) == 1
+
+
+def test_a_raised_value_with_its_interval_left_in_place_fails(runs, tmp_path, capsys):
+    baseline, rerun = runs
+    planted = plant(rerun, tmp_path / "planted", "conditional", 0.3, interval=False)
+    assert main(["check", str(planted), "--baseline", str(baseline), "--tolerance", "epsilon=1"]) == 1
+    assert "outside its own interval (new)" in capsys.readouterr().out
 
 
 def test_check_config_table(runs, tmp_path, capsys):

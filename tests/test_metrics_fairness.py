@@ -1,4 +1,5 @@
-"""epsilon-fairness against the exact TV of the analytic Gaussian model, and for k = 3."""
+"""epsilon-fairness against closed-form TVs: the analytic Gaussian model, differences of every
+kind the panel claims to see (mean, spread, modes, XOR), identical groups, and k = 3."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from fairbench.errors import FairbenchError
 from fairbench.methods import AttributeSwitching
-from fairbench.metrics.fairness import epsilon_fairness
+from fairbench.metrics.fairness import epsilon_fairness, epsilon_linear
+from fairbench.metrics.known_truth import identical, mean_shift, mixture_weights, variance_ratio, xor
 from fairbench.models.gaussian import GaussianModel, exact_switching_tv
 from fairbench.sampling import sample
 
@@ -51,15 +53,93 @@ def test_epsilon_with_three_values_is_the_largest_pair():
     assert estimate.interval[0] <= tvs[estimate.pair] <= estimate.interval[1]
 
 
-def test_epsilon_on_identical_groups_is_near_zero_and_on_separated_groups_is_one():
+@pytest.mark.parametrize("estimator", [epsilon_fairness, epsilon_linear])
+def test_epsilon_on_identical_groups_is_near_zero_and_on_separated_groups_is_one(estimator):
     rng = np.random.default_rng(0)
     requested = np.arange(1000) % 2
-    same = epsilon_fairness(rng.normal(size=(1000, 3)), requested, seed=0)
+    same = estimator(rng.normal(size=(1000, 3)), requested, seed=0)
     assert same.interval[0] == 0.0 and same.value <= same.interval[1]
-    apart = epsilon_fairness(requested[:, None] * 100.0 + rng.normal(size=(1000, 1)), requested, seed=0)
+    apart = estimator(requested[:, None] * 100.0 + rng.normal(size=(1000, 1)), requested, seed=0)
     assert apart.value == 1.0 and apart.interval == (1.0, 1.0)
 
 
 def test_epsilon_refuses_too_few_samples_per_value():
     with pytest.raises(FairbenchError, match="at least 5 samples"):
         epsilon_fairness(np.zeros((6, 2)), np.array([0, 0, 0, 1, 1, 1]))
+    with pytest.raises(FairbenchError, match="at least 5 samples"):
+        epsilon_linear(np.zeros((6, 2)), np.array([0, 0, 0, 1, 1, 1]))
+
+
+def test_epsilon_refuses_unknown_learners_and_mismatched_spaces():
+    requested = np.arange(40) % 2
+    with pytest.raises(FairbenchError, match="Unknown epsilon learner 'svm'. Did you mean: svm_rbf"):
+        epsilon_fairness(np.zeros((40, 2)), requested, learners=("logistic", "svm"))
+    with pytest.raises(FairbenchError, match="one row per sample"):
+        epsilon_fairness({"judge": np.zeros((40, 2)), "raw": np.zeros((39, 2))}, requested)
+
+
+# ---------------------------------------------------------------------------------------------
+# Power: differences of every kind, against their exact TV (500 samples per group, the digits
+# benchmark's size). epsilon is a lower bound on TV, so it may fall short by what the finite
+# sample costs the learner; 0.1 is about three standard errors of 2 BA - 1 at this size.
+
+TOLERANCE = 0.1
+
+
+@pytest.mark.parametrize("case", [mean_shift(1.0), variance_ratio(4.0), mixture_weights(), xor(1.5),
+                                  variance_ratio(1.5, dim=64)], ids=lambda case: case.name)
+def test_epsilon_is_close_to_the_exact_tv_of_every_kind_of_difference(case):
+    samples, requested = case.sample(500, seed=1)
+    estimate = epsilon_fairness(samples, requested, permutations=200, seed=1)
+    assert abs(estimate.value - case.tv) <= TOLERANCE, (case.tv, estimate)
+    assert estimate.p_value < 0.01
+    assert estimate.interval[0] <= estimate.value <= estimate.interval[1]
+
+
+@pytest.mark.parametrize("case", [variance_ratio(4.0), xor(1.5), variance_ratio(1.5, dim=64)], ids=lambda case: case.name)
+def test_the_linear_estimator_is_blind_where_the_panel_sees(case):
+    samples, requested = case.sample(500, seed=2)
+    linear = epsilon_linear(samples, requested, seed=2)
+    panel = epsilon_fairness(samples, requested, permutations=0, seed=2)
+    assert linear.value < 0.1 < case.tv - TOLERANCE <= panel.value
+    assert panel.learner != "logistic" and panel.p_value is None
+
+
+def test_identical_groups_interval_holds_zero_and_p_values_are_not_small():
+    # Ten independent draws: a 95% interval misses 0 in about one draw in forty, and under the
+    # null P(p <= 0.1) <= 0.1, so more than two of ten below 0.1 would happen about one time in fifteen.
+    case = identical()
+    estimates = [epsilon_fairness(*case.sample(200, seed=seed), repeats=2, permutations=200, seed=seed)
+                 for seed in range(10)]
+    assert sum(e.interval[0] == 0.0 for e in estimates) >= 9
+    p_values = np.array([e.p_value for e in estimates])
+    assert np.sum(p_values <= 0.1) <= 2 and p_values.mean() > 0.3, p_values
+
+
+def test_the_feature_space_that_carries_the_difference_is_chosen_and_recorded():
+    # A judge blind to the difference, raw values that carry it.
+    samples, requested = xor(1.5).sample(300, seed=3)
+    blind = np.random.default_rng(3).normal(size=(600, 8))
+    estimate = epsilon_fairness({"judge": blind, "raw": samples}, requested, permutations=0, seed=3)
+    assert (estimate.learner, estimate.feature_space) == ("svm_rbf", "raw")
+    assert estimate.selected["svm_rbf@raw"] >= 0.8 and abs(sum(estimate.selected.values()) - 1.0) < 1e-12
+    assert abs(estimate.value - xor(1.5).tv) <= TOLERANCE
+    assert set(estimate.candidates) == {"logistic@judge", "svm_rbf@judge", "logistic@raw", "svm_rbf@raw"}
+
+
+def test_nested_selection_does_not_inflate_the_estimate_on_pure_noise():
+    # Identical groups, twelve candidates (three learners on four noise spaces). Choosing the
+    # best candidate by its own cross-fitted score, as a non-nested search would, is biased
+    # upward; the nested estimate is not: its unclipped statistic averages near 0 (one draw's
+    # standard deviation is about 0.08 at 80 samples per group, so 0.06 is two standard
+    # errors of the mean of eight).
+    nested, naive = [], []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        requested = np.arange(160) % 2
+        spaces = {f"noise{i}": rng.normal(size=(160, 3)) for i in range(4)}
+        estimate = epsilon_fairness(spaces, requested, learners=("logistic", "svm_rbf", "knn"), repeats=1,
+                                    permutations=0, seed=seed)
+        nested.append(estimate.statistic)
+        naive.append(max(estimate.candidates.values()))
+    assert np.mean(nested) < 0.06 and np.mean(naive) > np.mean(nested) + 0.08, (nested, naive)

@@ -209,7 +209,7 @@ steps = 2
 steps = 3
 
 [metrics]
-epsilon_folds = 2
+epsilon_folds = 3
 
 [[methods]]
 name = "conditional"

@@ -47,11 +47,38 @@ METRICS: dict[str, MetricInfo] = {
     for m in [
         MetricInfo(
             "epsilon",
-            "max over pairs (a, b) of max(0, 2 * balanced_accuracy - 1) of a cross-fitted classifier "
-            "predicting `requested` from sample features; a lower bound on max_ab TV(q(x|a), q(x|b))",
+            "max over pairs (a, b) of clip(mean over r repeated fold splits of 2 * BA_r - 1, 0, 1), BA_r the "
+            "balanced accuracy of held-out predictions of `requested`, each fold predicted by the (learner, "
+            "feature space) of a panel chosen and fitted without that fold (nested cross-fitting); a lower "
+            "bound on max_ab TV(q(x|a), q(x|b)); blind to differences no panel member can pick up from the "
+            "feature spaces given",
             "lower",
-            "Choi et al. 2024 (epsilon-fairness); estimator: fairbench, METHOD.md",
+            "Choi et al. 2024 (epsilon-fairness); estimator: fairbench (docs/metrics.md, epsilon)",
             interval="epsilon_ci",
+            interval_method="each side the wider of: the percentile bootstrap of the repeat-averaged held-out "
+            "predictions (within each group) widened in quadrature by z times the spread over fold splits; z times "
+            "the estimate's standard deviation over refitted half-samples divided by sqrt(2) (refitting)",
+        ),
+        MetricInfo(
+            "epsilon_p_value",
+            "(1 + #{pi: T(pi) >= T}) / (1 + P): T the unclipped epsilon statistic, T(pi) the same with the "
+            "requested labels permuted against the fixed held-out predictions, P permutations; null: the "
+            "requested groups have one distribution (Bonferroni over pairs for k > 2)",
+            "none",
+            "permutation test of a cross-validated classifier: Ojala & Garriga 2010 (JMLR); fairbench",
+        ),
+        MetricInfo("epsilon_learner", "the learner the nested selection chose most often (fairness.LEARNERS)",
+                   "none", "-"),
+        MetricInfo("epsilon_feature_space",
+                   "the feature space the nested selection chose most often (the setup's features or raw)",
+                   "none", "-"),
+        MetricInfo(
+            "epsilon_linear",
+            "max over pairs (a, b) of max(0, 2 * balanced_accuracy - 1) of one cross-fitted logistic "
+            "regression on the setup's features (fairbench's earlier estimator; sees linear differences only)",
+            "lower",
+            "Choi et al. 2024 (epsilon-fairness); estimator: fairbench",
+            interval="epsilon_linear_ci",
             interval_method="percentile bootstrap of the held-out predictions of the maximising pair, "
             "resampled within each group (no refitting)",
         ),

@@ -1,6 +1,8 @@
 """One entry point for the measurements of a run: `evaluate` computes whatever the setup allows.
 
-- always: ``epsilon``, ``epsilon_ci`` (features: ``Setup.features``);
+- always: ``epsilon``, ``epsilon_ci``, ``epsilon_p_value``, ``epsilon_learner``,
+  ``epsilon_feature_space`` (feature spaces: ``Setup.features`` and, when low-dimensional, the
+  raw sample values) and ``epsilon_linear``, ``epsilon_linear_ci`` (``Setup.features`` only);
 - with ``Setup.judge``: ``fd``, ``kl_uniform`` (worst requested group), ``fd_worst_group``,
   ``fd_pooled``, ``kl_uniform_pooled``, ``judged_distribution``; with ``Setup.real`` too, the
   judge's error on it (``judge_accuracy_by_class``) and the corrected balance
@@ -33,7 +35,7 @@ import torch
 from ..errors import FairbenchError, lookup
 from ..progress import progress
 from .balance import balance_metrics, confusion_matrix, per_class_accuracy
-from .fairness import epsilon_fairness
+from .fairness import DEFAULT_LEARNERS, LEARNERS, epsilon_fairness, epsilon_linear, raw_space_helps
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
 from .quality import QUALITY_BACKENDS, quality_metrics
 from .inheritance import inheritance_metrics, real_target_gap
@@ -55,6 +57,10 @@ class SuiteOptions:
     """
 
     epsilon_folds: int = 5
+    epsilon_learners: tuple[str, ...] = DEFAULT_LEARNERS
+    epsilon_repeats: int = 3
+    epsilon_subsamples: int = 8
+    epsilon_permutations: int = 1000
     confidence: float = 0.95
     bootstrap: int = 1000
     fid_features: FidFeatures = "auto"
@@ -80,6 +86,8 @@ class SuiteOptions:
         lookup({name: name for name in FID_FEATURES}, self.fid_features, f"{where}.fid_features value")
         lookup(QUALITY_BACKENDS, self.fid_backend, f"{where}.fid_backend value")
         lookup({name: name for name in UTILITY_TARGETS}, self.utility_target, f"{where}.utility_target value")
+        for name in self.epsilon_learners:
+            lookup(LEARNERS, name, f"{where}.epsilon_learners value")
         for name in ("kid_subsets", "feature_batch_size"):
             if getattr(self, name) < 1:
                 raise FairbenchError(f"{where}.{name} must be positive, got {getattr(self, name)}")
@@ -139,11 +147,24 @@ def evaluate(
     bar = progress(total=1 + (setup.judge is not None) + 2 * (setup.real is not None), desc="measuring", unit="stage")
     features = setup_features(setup, device=device, batch_size=batch)
     sample_features = features(samples).numpy()
+    spaces = {setup.feature_name: sample_features}
+    if raw_space_helps(setup.feature_name, tuple(samples.shape[1:])):
+        spaces["raw"] = raw_features(device=device, batch_size=batch)(samples).numpy()
     estimate = epsilon_fairness(
+        spaces, requested,
+        learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
+        subsamples=options.epsilon_subsamples,
+        permutations=options.epsilon_permutations, confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
+    )
+    linear = epsilon_linear(
         sample_features, requested, folds=options.epsilon_folds, confidence=options.confidence,
         bootstrap=options.bootstrap, seed=seed,
     )
-    metrics: dict[str, Any] = {"epsilon": estimate.value, "epsilon_ci": list(estimate.interval)}
+    metrics: dict[str, Any] = {
+        "epsilon": estimate.value, "epsilon_ci": list(estimate.interval), "epsilon_p_value": estimate.p_value,
+        "epsilon_learner": estimate.learner, "epsilon_feature_space": estimate.feature_space,
+        "epsilon_linear": linear.value, "epsilon_linear_ci": list(linear.interval),
+    }
     bar.update(1)
 
     real = setup.real
