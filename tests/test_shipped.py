@@ -45,3 +45,30 @@ def test_recorder_sees_every_lookup(tmp_path):
         shipped_artifact("judge", RECIPE, root=tmp_path)
         artifact("unet", RECIPE, root=tmp_path / "cache")
     assert [(recipe, found.kind) for recipe, found in used] == [(RECIPE, "judge"), (RECIPE, "unet")]
+
+
+def test_every_shipped_artifact_is_named_by_the_recipe_that_made_it():
+    import json
+
+    from fairbench.cache import MARKER, SHIPPED_ROOT
+
+    provenance = json.loads((SHIPPED_ROOT / "PROVENANCE.json").read_text(encoding="utf-8"))
+    assert provenance["artifacts"]
+    for entry in provenance["artifacts"]:
+        assert recipe_key(entry["kind"], entry["recipe"]) == entry["key"]
+        assert json.loads((SHIPPED_ROOT / entry["directory"] / MARKER).read_text(encoding="utf-8"))["key"] == entry["key"]
+        assert list((SHIPPED_ROOT / entry["directory"]).rglob("*.safetensors"))
+        assert not list((SHIPPED_ROOT / entry["directory"]).rglob("*.pt*")) and not list((SHIPPED_ROOT / entry["directory"]).rglob("*.bin"))
+
+
+def test_the_default_benchmark_trains_nothing_with_the_shipped_networks(tmp_path, monkeypatch):
+    from fairbench.config import load_config
+    from fairbench.cli import DEFAULT_CONFIG
+
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path))
+    config = load_config(DEFAULT_CONFIG)
+    with recorded_artifacts() as used:
+        info = config.model_spec().prepare(device="cpu", dataset=config.dataset).info
+    assert sorted(found.kind for _, found in used) == ["guidance", "judge", "unet"]
+    assert not any(value for key, value in info.items() if key.endswith("trained_now"))
+    assert not list(tmp_path.rglob("artifact.json"))  # nothing was trained into the cache
