@@ -351,7 +351,10 @@ def write_job_samples(job: Job, record: dict, setup: Setup, out_dir: Path) -> Pa
         raise FairbenchError(f"the samples of {record['label']!r} are not in {str(out_dir / 'shards')!r}; run it again")
     k = setup.model.num_attributes
     requested = requested_values(len(samples), k)
-    final = build_method(job.method, setup, record["metrics"].get("tau")).final(requested, k)
+    tau = record["metrics"].get("tau")  # a searched tau is not searched again
+    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=lambda kind, batch_size: tau)
+    method = job.method.method_class.build(job.method.options(), context)
+    final = method.final(assigned(method, requested, k, seed=job.seed, indices=range(len(samples))), k)
     return write_sample_folder(out_dir / "samples" / job.key[:16], samples, requested, final, setup.model.attribute_names)
 
 
