@@ -31,7 +31,7 @@ n_real = 60
 [sampler]
 steps = 6
 [metrics]
-epsilon_folds = 2
+epsilon_folds = 3
 bootstrap = 50
 kid_subsets = 3
 kid_subset_size = 20
@@ -68,7 +68,7 @@ steps = 2
 [sampler]
 steps = 3
 [metrics]
-epsilon_folds = 2
+epsilon_folds = 3
 bootstrap = 20
 kid_subsets = 2
 kid_subset_size = 10

@@ -107,7 +107,7 @@ n_real = 40
 [sampler]
 steps = 5
 [metrics]
-epsilon_folds = 2
+epsilon_folds = 3
 bootstrap = 20
 kid_subsets = 2
 kid_subset_size = 10
