@@ -22,7 +22,7 @@ from .leaderboard import write_leaderboard
 from .methods import METHODS
 from .metrics import METRICS
 from .models import MODEL_KINDS, _load_optional_kinds
-from .report import config_tau_report, model_tau_markdown, tau_search_report
+from .report import ValidationSettings, config_tau_report, model_tau_markdown, tau_search_report, write_metrics_validation
 from .runner import choose_device, run_benchmark
 from .schedulers import SCHEDULERS
 from .tau_search import SEARCHES, run_search
@@ -138,8 +138,6 @@ def _cmd_report(args) -> int:
 
 
 def _report_metrics(args) -> int:
-    from .report import ValidationSettings, write_metrics_validation
-
     if args.draws is not None and args.draws < 1:
         raise FairbenchError(f"--draws must be positive, got {args.draws}")
     settings = ValidationSettings(seed=args.seed, **({"draws": args.draws} if args.draws is not None else {}))

@@ -256,10 +256,13 @@ def sweep_search(
                  s0=s0, s1=s1, device=device, clip_sample=clip_sample)
     last = len(pair.candidates) - 1
     positions = sorted(set(range(0, last + 1, stride)) | {last})
+    bar = progress(total=len(positions) + 1, desc="tau search (sweep)", unit="candidate")
     pair.run_prefix(positions)
+    bar.update(1)
     curve, band, measured = [], [], {name: [] for name in measures or {}}
     for position in positions:
         out = pair.switched(position)
+        bar.update(1)
         estimate = fairness.epsilon_fairness(
             features(out).detach().cpu().numpy(), pair.labels, seed=seed, **(epsilon_options or {})
         )
@@ -268,6 +271,7 @@ def sweep_search(
         final = pair.labels if position == 0 else np.asarray(pair.target)[pair.labels]
         for name, measure in (measures or {}).items():
             measured[name].append(float(measure(out, pair.labels, final)))
+    bar.close()
     best = min(range(len(curve)), key=lambda j: curve[j][1])
     return TauSearchResult(curve[best][0], "sweep", curve, nfe=pair.nfe, wall_s=time.perf_counter() - start,
                            band=band, details={"stride": stride, "measures": measured})
@@ -366,15 +370,20 @@ def direct_search(
     features = features or _default_features
     pair = SwitchedPair(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
                  s0=s0, s1=s1, device=device, clip_sample=clip_sample)
+    # at most every candidate is visited; the stage closes early when the bracket settles sooner
+    bar = progress(total=len(pair.candidates) + 1, desc="tau search (direct)", unit="candidate")
     pair.run_prefix(range(len(pair.candidates)))
+    bar.update(1)
 
     def discrepancy(position: int) -> float:
+        bar.update(1)
         f = features(pair.switched(position)).detach().cpu().to(torch.float64).numpy().reshape(2 * batch_size, -1)
         if statistic == "mmd":
             return unbiased_mmd2(f[:batch_size], f[batch_size:])
         return fairness.epsilon_fairness(f, pair.labels, seed=seed).value
 
     best, values = bracket_minimum(discrepancy, len(pair.candidates), coarse=coarse)
+    bar.close()
     curve = [(pair.candidates[p], values[p]) for p in sorted(values)]
     return TauSearchResult(pair.candidates[best], "direct", curve, nfe=pair.nfe, wall_s=time.perf_counter() - start,
                            details={"statistic": statistic, "coarse": coarse})

@@ -224,5 +224,6 @@ def evaluate(
             sensitive_names=names, real_train=reference,
         )
         metrics.update(result.as_metrics())
+    bar.update(1)
     bar.close()
     return metrics
