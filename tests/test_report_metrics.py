@@ -75,3 +75,15 @@ def test_cli_writes_the_report(tmp_path, capsys):
     assert main(["report", "metrics", "--draws", "1", "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
     assert "## epsilon against closed-form total variation" in out.read_text()
+
+
+def test_utility_ranks_planted_sample_sets_and_noise_with_blind_labels_is_at_chance():
+    from fairbench.report import ValidationSettings, utility_controls_rows
+
+    rows = {row["case"]: row for row in utility_controls_rows(ValidationSettings(draws=2))}
+    fraction = [rows[name]["fraction"] for name in (
+        "real training digits, true labels", "blurred digits (sigma 1 px), judge labels",
+        "uniform noise, judge labels", "uniform noise, labels ignoring the samples")]
+    assert fraction[0] == pytest.approx(1.0)
+    assert fraction[0] > fraction[1] > fraction[2] > fraction[3]
+    assert rows["uniform noise, labels ignoring the samples"]["accuracy"] < 0.2  # chance is 0.1
