@@ -1,5 +1,7 @@
 """Shipped networks: looked up by recipe key, switched off by `fairbench train` and FAIRBENCH_NETWORKS."""
 
+from pathlib import Path
+
 import pytest
 
 from fairbench.cache import artifact, recipe_key, recorded_artifacts, shipped_artifact, without_shipped
@@ -72,3 +74,22 @@ def test_the_default_benchmark_trains_nothing_with_the_shipped_networks(tmp_path
     assert sorted(found.kind for _, found in used) == ["guidance", "judge", "unet"]
     assert not any(value for key, value in info.items() if key.endswith("trained_now"))
     assert not list(tmp_path.rglob("artifact.json"))  # nothing was trained into the cache
+
+
+def test_a_small_run_of_the_shipped_networks_reproduces_its_stored_metrics(tmp_path, monkeypatch):
+    # Stored by tools/shipped_regression.py. Count-based values (a classifier's or the judge's
+    # decisions on 64 samples per group) may move by a decision or two on another CPU's float
+    # rounding; probability-based ones only by rounding.
+    import json
+
+    from shipped_small import small_run
+
+    monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path / "cache"))  # the shipped networks, not a local cache
+    stored = json.loads((Path(__file__).parent / "data" / "shipped_digits_small.json").read_text(encoding="utf-8"))
+    measured = small_run()
+    assert set(measured) == set(stored)
+    for label, values in stored.items():
+        for name, value in values.items():
+            tolerance = {"fd": 1e-3, "fd_pooled": 1e-3, "kl_uniform": 1e-3}.get(name, 0.05)
+            assert measured[label][name] == pytest.approx(value, abs=tolerance), (label, name)
+    assert not list((tmp_path / "cache").rglob("artifact.json"))  # nothing trained
