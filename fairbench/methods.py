@@ -98,6 +98,12 @@ class Method:
         """The value whose details each sample ends with."""
         return requested
 
+    def conditional_prefix(self, timesteps: list[int]) -> int:
+        """How many of the visited `timesteps`, from the first, this method samples exactly as
+        `Conditional` does (the one-hot request, no correction); the sampler may reuse those
+        steps from a conditional run (`fairbench.sampling.PrefixCache`)."""
+        return 0
+
     def params(self) -> dict[str, Any]:
         """The parameters this instance runs with, as the record shows them."""
         return {}
@@ -122,6 +128,10 @@ class Conditional(Method):
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         return one_hot(requested, k)
+
+    def conditional_prefix(self, timesteps: list[int]) -> int:
+        # a subclass that picks other conditions is not conditional sampling
+        return len(timesteps) if type(self).weights is Conditional.weights else 0
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,10 @@ class AttributeSwitching(Method):
 
     def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
         return derangement(requested, k, self.target) if self.tau >= 0 else requested
+
+    def conditional_prefix(self, timesteps: list[int]) -> int:
+        # the request while t > tau; timesteps are visited in descending order
+        return next((i for i, t in enumerate(timesteps) if t <= self.tau), len(timesteps))
 
     def params(self) -> dict[str, Any]:
         return {"tau": self.tau, "target": "next value, cyclically" if self.target is None else list(self.target)}

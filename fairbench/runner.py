@@ -37,7 +37,7 @@ from .noise import SCHEME as NOISE_SCHEME
 from .progress import progress
 from .records import Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, spec_hash, write_record
 from .sample_files import write_sample_folder
-from .sampling import SampleOutput, sample
+from .sampling import PrefixCache, SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
 from .tau_search import TauSearchResult, run_search
 
@@ -119,6 +119,10 @@ def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, b
     return result
 
 
+# Conditional trajectories of this process: switching jobs continue from them (`PrefixCache`).
+PREFIXES = PrefixCache()
+
+
 def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) -> SampleOutput:
     """Sample in shards of ``shard_size``; finished shards are reused, not recomputed.
 
@@ -131,7 +135,8 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     requested = requested_values(n, k)
     conditions = assigned(method, requested, k, seed=job.seed, indices=range(n))
     folder = out_dir / "shards" / job.key[:16]
-    clip = {"clip_sample": config.clip_sample()} if setup.sample is None else {}
+    # the shared loop reuses conditional steps computed earlier in this process (same samples)
+    clip = {"clip_sample": config.clip_sample(), "prefix_cache": PREFIXES} if setup.sample is None else {}
     if setup.sample is not None and config.clip_sample():
         raise FairbenchError("sampler.clip_sample applies to the shared sampling loop; this model kind samples through its own pipeline")
     paths, sizes, nfe, classifier_evals, wall = [], [], 0, 0, 0.0

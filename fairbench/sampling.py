@@ -8,6 +8,7 @@ the scheduler takes its ordinary step. Nothing else differs between methods.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from collections.abc import Callable, Sequence
@@ -142,6 +143,81 @@ def denoise(
     return x, nfe, classifier_evals
 
 
+class PrefixCache:
+    """Conditional trajectories of this process, so that a method whose first steps are
+    conditional sampling continues from them instead of recomputing them.
+
+    Attribute switching at tau conditions on the request while ``t > tau``: those steps are
+    the conditional sampler's, bit for bit, given the same model, sampler, seed, sample indices
+    and requests. When a run samples `Conditional` first, `sample` keeps the state after each
+    of its steps (with the scheduler's state and the time spent so far) and a later method
+    declaring ``conditional_prefix(timesteps) = p`` resumes at step p. The output, the model
+    evaluations counted (`SampleOutput.nfe`) and the classifier evaluations are those of
+    sampling from ``x_T``; `SampleOutput.wall_s` is the time spent now plus the time the
+    reused steps took when they were computed, so the cost columns still show the method's
+    own cost. A trajectory is kept only while all kept states fit in `max_bytes`.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = max_bytes
+        self._entries: dict[tuple, tuple[object, list[Resume], list[float]]] = {}
+        self._bytes = 0
+
+    @staticmethod
+    def key(model, scheduler_name: str, steps: int, clip_sample: bool, seed: int, indices, requested: torch.Tensor):
+        return (id(model), scheduler_name, steps, clip_sample, seed, tuple(indices),
+                tuple(int(v) for v in requested.cpu()))
+
+    def fits(self, batch: int, model, steps: int) -> bool:
+        size = batch * int(torch.Size(model.sample_shape).numel()) * torch.finfo(model.dtype).bits // 8
+        return self._bytes + size * steps <= self.max_bytes
+
+    def store(self, key, model, states: list[Resume], elapsed: list[float]) -> None:
+        self._bytes += sum(state.x.numel() * state.x.element_size() for state in states)
+        self._entries[key] = (model, states, elapsed)  # the model is held so that id(model) stays unique
+
+    def resume(self, key, step: int) -> tuple[Resume, float] | None:
+        """The state entering step `step` (>= 1) and the seconds spent reaching it, if kept."""
+        entry = self._entries.get(key)
+        if entry is None or not 1 <= step <= len(entry[1]):
+            return None
+        state = entry[1][step - 1]
+        return Resume(state.index, state.x, copy.deepcopy(state.scheduler)), entry[2][step - 1]
+
+
+def _sample_batch(model, method, noise, requested, *, scheduler_name, steps, step_noise, clip_sample, cache, key):
+    """`denoise` one batch, reusing (or keeping, for conditional sampling) its conditional prefix in `cache`.
+
+    Returns (samples, nfe, classifier evaluations, seconds of reused steps)."""
+    prefix = 0
+    if cache is not None:
+        timesteps = [int(t) for t in build_scheduler(scheduler_name, model, steps, clip_sample=clip_sample).timesteps]
+        prefix = method.conditional_prefix(timesteps)
+        if 0 < prefix < len(timesteps):
+            found = cache.resume(key, prefix)
+            if found is not None:
+                resume, spent = found
+                x, nfe, classifier_evals = denoise(
+                    model, method, None, requested, scheduler_name=scheduler_name, steps=steps,
+                    step_noise=step_noise, resume=resume, clip_sample=clip_sample,
+                )
+                return x, nfe + prefix * len(x), classifier_evals, spent
+        if prefix == len(timesteps) and cache.fits(len(requested), model, prefix):
+            states, elapsed, start = [], [], time.perf_counter()
+
+            def keep(step: Step) -> None:
+                elapsed.append(time.perf_counter() - start)
+                states.append(Resume(step.index + 1, step.prev_sample.clone(), copy.deepcopy(step.scheduler)))
+
+            out = denoise(model, method, noise, requested, scheduler_name=scheduler_name, steps=steps,
+                          step_noise=step_noise, on_step=keep, clip_sample=clip_sample)
+            cache.store(key, model, states, elapsed)
+            return (*out, 0.0)
+    out = denoise(model, method, noise, requested, scheduler_name=scheduler_name, steps=steps,
+                  step_noise=step_noise, clip_sample=clip_sample)
+    return (*out, 0.0)
+
+
 def sample(
     model: Denoiser,
     method,
@@ -155,27 +231,28 @@ def sample(
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
     clip_sample: bool = False,
+    prefix_cache: PrefixCache | None = None,
 ) -> SampleOutput:
-    """Sample ``len(requested)`` outputs; sample j uses the noise of index ``indices[j]`` (default j)."""
+    """Sample ``len(requested)`` outputs; sample j uses the noise of index ``indices[j]`` (default j).
+
+    `prefix_cache`: reuse conditional steps computed earlier in this process (`PrefixCache`);
+    the samples are the same with or without it.
+    """
     requested = torch.as_tensor(requested, dtype=torch.long)
     indices = list(range(len(requested))) if indices is None else list(indices)
-    outputs, nfe, classifier_evals = [], 0, 0
+    outputs, nfe, classifier_evals, reused_s = [], 0, 0, 0.0
     start = time.perf_counter()
     for lo in range(0, len(requested), batch_size):
         batch = indices[lo : lo + batch_size]
         noise = initial_noise(seed, batch, model.sample_shape, dtype=model.dtype).to(device)
-        x, n, c = denoise(
-            model,
-            method,
-            noise,
-            requested[lo : lo + batch_size].to(device),
-            scheduler_name=scheduler_name,
-            steps=steps,
-            step_noise=StepNoise(seed, batch),
-            clip_sample=clip_sample,
+        wanted = requested[lo : lo + batch_size]
+        key = None if prefix_cache is None else PrefixCache.key(model, scheduler_name, steps, clip_sample, seed, batch, wanted)
+        x, n, c, spent = _sample_batch(
+            model, method, noise, wanted.to(device), scheduler_name=scheduler_name, steps=steps,
+            step_noise=StepNoise(seed, batch), clip_sample=clip_sample, cache=prefix_cache, key=key,
         )
         outputs.append(x.detach().cpu())
-        nfe, classifier_evals = nfe + n, classifier_evals + c
+        nfe, classifier_evals, reused_s = nfe + n, classifier_evals + c, reused_s + spent
         if progress is not None:
             progress(len(batch))
     k = model.num_attributes
@@ -184,6 +261,6 @@ def sample(
         requested=requested,
         final=method.final(requested, k),
         nfe=nfe,
-        wall_s=time.perf_counter() - start,
+        wall_s=time.perf_counter() - start + reused_s,
         classifier_evals=classifier_evals,
     )
