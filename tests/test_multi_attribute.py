@@ -168,6 +168,16 @@ def test_per_axis_epsilon_and_balance_rank_planted_controls(measured):
     assert sex["epsilon"] > 0.5  # the joint value sees the unfair axis
 
 
+def test_every_per_axis_field_is_documented_and_the_worst_axis_is_the_max(measured):
+    from fairbench.metrics import METRICS
+
+    intervals = {m.interval for m in METRICS.values() if m.interval}
+    for metrics in measured[1].values():
+        assert set(metrics) - set(METRICS) - intervals == set()
+        assert metrics["epsilon_max_by_attribute"] == max(metrics["epsilon_by_attribute"].values())
+        assert metrics["fd_max_by_attribute"] == max(metrics["fd_by_attribute"].values())
+
+
 def test_joint_epsilon_bounds_the_per_axis_values(measured):
     # TV is jointly convex: per-axis TV <= the largest TV between tuples (up to estimation noise)
     for metrics in measured[1].values():

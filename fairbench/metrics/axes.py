@@ -12,11 +12,13 @@ since requests cycle over the product):
   ``max_{v, w} TV(q(x | a_j = v), q(x | a_j = w))``. TV is jointly convex, so the true
   per-axis value is at most the true joint one (max over pairs of tuples); the estimates
   need not keep that order exactly.
+- ``epsilon_max_by_attribute``: the largest of them (a leaderboard column).
 - ``fd_by_attribute[j]`` and the rest of `balance.balance_metrics` per axis: the judge's
   label for axis j is axis j of its joint label (the argmax over the tuples), so each axis
   group's judged distribution is exactly the marginal, over the other axes, of the joint
   judged distributions of the tuples in that group, averaged. The balance target of an axis
-  is the marginal of the configured target (uniform when none).
+  is the marginal of the configured target (uniform when none). ``fd_max_by_attribute``: the
+  largest per-axis ``fd``.
 
 What it cannot see: a per-axis value pools the other axes, so a method that shifts axis A
 one way for one value of B and the other way for another value of B can look fair on A
@@ -49,7 +51,7 @@ def epsilon_by_attribute(axes, spaces: Mapping[str, np.ndarray], requested, *, o
         out["epsilon_by_attribute"][name] = estimate.value
         out["epsilon_ci_by_attribute"][name] = list(estimate.interval)
         out["epsilon_p_value_by_attribute"][name] = estimate.p_value
-    return out
+    return out | {"epsilon_max_by_attribute": max(out["epsilon_by_attribute"].values())}
 
 
 def _axis_log_probs(axes, log_probs, axis: int) -> np.ndarray:
@@ -79,4 +81,4 @@ def balance_by_attribute(axes, log_probs, requested, *, target=None, real_log_pr
                                   target=axis_target, confusion=confusion)
         for key, value in metrics.items():
             out.setdefault(f"{key}_by_attribute", {})[name] = value
-    return out
+    return out | {"fd_max_by_attribute": max(out["fd_by_attribute"].values())}
