@@ -308,3 +308,18 @@ def test_bad_multi_attribute_config(tmp_path, capsys, case, old, new, words):
     for word in words:
         assert word in err[0], (word, err[0])
     assert not out.exists()
+
+
+def test_unet_training_data_of_a_product_dataset_is_labelled_by_the_tuple(tmp_path):
+    from fairbench.models.unet import labelled_splits
+
+    rows = write_fairface(tmp_path, n_train=9, n_val=5)
+    splits = labelled_splits({"name": "fairface", "root": str(tmp_path), "attribute": ["gender", "race"],
+                              "resolution": 4})
+    train = rows[rows["csv_split"] == "train"]
+    races = list(dict.fromkeys(["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian",
+                                "Middle Eastern"]))
+    expected = [("Female", "Male").index(g) * 7 + races.index(r) for g, r in zip(train["gender"], train["race"])]
+    np.testing.assert_array_equal(splits.train.sensitive.numpy(), expected)
+    assert splits.train.k == 14 and splits.train.sensitive_values[7] == "male/White"
+    assert splits.info["attribute"] == ("gender", "race")
