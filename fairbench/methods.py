@@ -140,6 +140,8 @@ class SwitchingParams:
 
     tau: int | float | str
     search_batch_size: int = 256  # noises per tau search; only used when tau names a search
+    # One axis of a product attribute to switch, the others kept; None: the whole condition
+    switch_attribute: str | None = None
 
     def validate(self, where: str) -> None:
         if isinstance(self.tau, str) and self.tau not in SEARCHES:
@@ -154,23 +156,59 @@ class AttributeSwitching(Method):
     `tau` is a training timestep in ``[-1, T-1]``: -1 never switches, ``T-1`` conditions on
     ``s1`` throughout. ``s1 = target[s0]`` (default: the next value, cyclically). The switch
     changes no model evaluation count: it only picks which condition each step uses.
+
+    On a model whose attribute is a product of axes (`fairbench.models.base.AttributeAxes`),
+    ``switch_attribute`` names one axis: ``target`` then moves that axis to its next value,
+    cyclically, and keeps every other axis (`AttributeAxes.switch_target`), so
+    ``(female, young)`` switches to ``(male, young)`` when the axis is the sex. Without it the
+    whole condition switches to the next flat value.
     """
 
     tau: int
     target: tuple[int, ...] | None = None
+    switch_attribute: str | None = None
     name: ClassVar[str] = "attribute_switching"
     Params: ClassVar[type] = SwitchingParams
     sweepable: ClassVar[tuple[str, ...]] = ("tau",)
     example: ClassVar[dict[str, Any]] = {"tau": 500}
-    final_rule: ClassVar[str] = "target of the switch: (requested + 1) mod k"
+
+    @property
+    def final_rule(self) -> str:  # type: ignore[override]
+        if self.switch_attribute is None:
+            return "target of the switch: (requested + 1) mod k"
+        return f"target of the switch: the next value of {self.switch_attribute!r}, cyclically, the other attributes kept"
+
+    @classmethod
+    def check_context(cls, params: SwitchingParams, context: MethodContext, where: str) -> None:
+        if params.switch_attribute is None:
+            return
+        axes = getattr(context.model, "attribute_axes", None)
+        if axes is None:
+            raise FairbenchError(
+                f"{where}.switch_attribute = {params.switch_attribute!r} needs a sensitive attribute with several "
+                "axes, and this model has one; leave switch_attribute out"
+            )
+        axis = axes.axis(params.switch_attribute, f"{where}.switch_attribute")
+        if isinstance(params.tau, str) and axis != len(axes.names) - 1:
+            # The searches balance flat values 0 and 1: the last axis's first two values.
+            raise FairbenchError(
+                f"{where}: tau = {params.tau!r} searches the switch of the last axis {axes.names[-1]!r}, "
+                f"not of {params.switch_attribute!r}; give tau as a number"
+            )
 
     @classmethod
     def build(cls, params: SwitchingParams, context: MethodContext) -> "AttributeSwitching":
+        cls.check_context(params, context, "method")
+        switched: dict[str, Any] = {}
+        if params.switch_attribute is not None:
+            axes = context.model.attribute_axes
+            switched = {"target": axes.switch_target(axes.axis(params.switch_attribute)),
+                        "switch_attribute": params.switch_attribute}
         if isinstance(params.tau, str):
             if context.search_tau is None:
                 raise FairbenchError(f"tau = {params.tau!r} needs a tau search, which this run does not provide")
-            return cls(tau=context.search_tau(params.tau, params.search_batch_size))
-        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps))
+            return cls(tau=context.search_tau(params.tau, params.search_batch_size), **switched)
+        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), **switched)
 
     @classmethod
     def recorded(cls, params: SwitchingParams, given: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +235,8 @@ class AttributeSwitching(Method):
         return next((i for i, t in enumerate(timesteps) if t <= self.tau), len(timesteps))
 
     def params(self) -> dict[str, Any]:
-        return {"tau": self.tau, "target": "next value, cyclically" if self.target is None else list(self.target)}
+        shown = {"tau": self.tau, "target": "next value, cyclically" if self.target is None else list(self.target)}
+        return shown | ({} if self.switch_attribute is None else {"switch_attribute": self.switch_attribute})
 
     def run_metrics(self) -> dict[str, Any]:
         return {"tau": self.tau}

@@ -2,7 +2,8 @@
 
 An `ImageDataset` is a torch ``Dataset`` of images (float32, ``[C, H, W]`` in ``[-1, 1]``)
 with a table of integer-coded attributes (one row per image, one column per attribute,
-value names in `attribute_values`) and a split label per image. Image folders load lazily;
+value names in `attribute_values`) and a split label per image. A column may be the product
+of others (a sensitive attribute of several axes); `product_axes` gives its axes. Image folders load lazily;
 small datasets may hold their images in memory.
 """
 
@@ -16,6 +17,7 @@ import pandas as pd
 import torch
 
 from ..errors import FairbenchError, suggest
+from ..models.base import AttributeAxes
 
 SPLITS = ("train", "val", "test")
 
@@ -31,6 +33,8 @@ class ImageDataset(torch.utils.data.Dataset):
     tensor: torch.Tensor | None = None
     loader: Callable[[int], torch.Tensor] | None = field(default=None, repr=False)
     description: str = ""
+    # Columns that are the product of other columns (``"gender x age"``): their axes.
+    product_axes: dict[str, AttributeAxes] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.attributes)
@@ -77,4 +81,5 @@ class ImageDataset(torch.utils.data.Dataset):
             tensor=None if self.tensor is None else self.tensor[torch.as_tensor(rows)],
             loader=None if self.tensor is not None else (lambda i: parent[int(rows[i])]),
             description=self.description,
+            product_axes=self.product_axes,
         )

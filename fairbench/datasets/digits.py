@@ -101,6 +101,11 @@ class DigitsSpec:
     split: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])  # train, val, test
     seed: int = 0
 
+    @property
+    def sensitive(self) -> str:
+        """The column of the sensitive attribute."""
+        return self.attribute
+
     def validate(self, where: str) -> None:
         if not 0.0 < self.bias < 1.0:
             raise FairbenchError(f"{where}.bias must be in (0, 1) (0.5 = no bias), got {self.bias}")

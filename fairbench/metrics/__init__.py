@@ -147,6 +147,48 @@ METRICS: dict[str, MetricInfo] = {
             "Choi et al. 2020; correction: Teo et al. 2023",
             blind_spot="as fd and judged_distribution_corrected",
         ),
+        # Several sensitive attributes at once (fairbench.metrics.axes): per axis, the other axes pooled.
+        MetricInfo(
+            "epsilon_by_attribute",
+            "per axis j of a product attribute: epsilon with the samples grouped by the requested value of axis j "
+            "alone (the other axes pooled); the flat epsilon is the joint value",
+            "lower", "Choi et al. 2024 (epsilon-fairness); per axis: fairbench",
+            blind_spot="pooling the other axes can hide a shift of axis j that reverses with another axis's value; "
+            "the joint epsilon sees it",
+        ),
+        MetricInfo("epsilon_ci_by_attribute", "per axis: the interval of epsilon_by_attribute, as epsilon_ci", "none",
+                   "fairbench"),
+        MetricInfo("epsilon_p_value_by_attribute", "per axis: the permutation p-value of epsilon_by_attribute, as "
+                   "epsilon_p_value", "none", "fairbench"),
+        MetricInfo("epsilon_max_by_attribute", "max over axes j of epsilon_by_attribute[j]", "lower", "fairbench",
+                   blind_spot="as epsilon_by_attribute"),
+        MetricInfo(
+            "fd_by_attribute",
+            "per axis j: fd with the judge's label for axis j taken from its joint label (argmax over the tuples) "
+            "and the samples grouped by the requested value of axis j; target: the marginal of balance_target",
+            "lower", "Choi et al. 2020; per axis: fairbench",
+            blind_spot="as fd_max_by_attribute; a judge that confuses the tuples confuses the axes alike",
+        ),
+        MetricInfo("fd_max_by_attribute", "max over axes j of fd_by_attribute[j]", "lower", "fairbench",
+                   blind_spot="pooling the other axes can hide an imbalance that reverses with another axis's value"),
+        MetricInfo("kl_uniform_by_attribute", "per axis: kl_uniform on the per-axis labels and groups of fd_by_attribute",
+                   "lower", "Zhang et al. 2023 (ITI-GEN); per axis: fairbench"),
+        MetricInfo("fd_worst_group_by_attribute", "per axis: the requested value of that axis with the largest fd",
+                   "none", "fairbench"),
+        MetricInfo("fd_pooled_by_attribute", "per axis: fd_pooled on that axis's labels", "none", "fairbench"),
+        MetricInfo("kl_uniform_pooled_by_attribute", "per axis: kl_uniform_pooled on that axis's labels", "none",
+                   "fairbench"),
+        MetricInfo("judged_distribution_by_attribute",
+                   "per axis and requested value of it: the judged distribution over that axis's values; the average "
+                   "of the marginals of the joint judged distributions of the tuples with that value", "none",
+                   "fairbench"),
+        MetricInfo("judged_distribution_corrected_by_attribute",
+                   "per axis: judged_distribution_corrected with the axis's confusion matrix on the held-out real split",
+                   "none", "Teo et al. 2023; per axis: fairbench",
+                   blind_spot="as judged_distribution_corrected"),
+        MetricInfo("fd_corrected_by_attribute", "per axis: fd_corrected on judged_distribution_corrected_by_attribute",
+                   "lower", "Choi et al. 2020; correction: Teo et al. 2023; per axis: fairbench",
+                   blind_spot="as fd_corrected"),
         MetricInfo(
             "target_distribution_by_requested",
             "per requested value: fraction of its samples the target judge labels y (argmax), for every target value y",

@@ -150,8 +150,33 @@ without refitting) costs about 0.03 s and is recorded beside it, so old and new 
 compared.
 """
 
+AXES_NOTES = """
+## Several sensitive attributes at once: joint and per-axis values
+
+When a model's sensitive attribute is the product of several (`attribute_axes` of the Gaussian
+model, `attribute = ["gender", "age"]` of a folder dataset), each sample is requested a tuple,
+and the flat metrics (`epsilon`, `fd`, ...) group the samples by the whole tuple: they are the
+**joint** values. Beside them, per axis j (`fairbench.metrics.axes`), the samples are grouped by
+the requested value of axis j alone, the other axes pooled: `epsilon_by_attribute`,
+`fd_by_attribute` and the other `*_by_attribute` values, each a table {axis: value}, and the
+leaderboard columns `epsilon_max_by_attribute` and `fd_max_by_attribute` (the worst axis).
+The judge's label for an axis is that axis of its joint label, so a per-axis judged distribution
+is exactly the average marginal of the joint ones of the tuples it pools.
+
+How they relate: TV is jointly convex, so the true per-axis TV is at most the largest TV between
+two tuples (the joint value); a method fair on every axis can still be unfair jointly (a shift
+of sex that reverses with age pools to nothing on either axis). Switching one attribute
+(`switch_attribute`) at its balancing tau reads fair on that axis and as unfair as conditional
+sampling on the others (tests/test_multi_attribute.py). Single-attribute runs have none of
+these fields.
+
+**What it cannot see.** A per-axis value pools the other axes, so it cannot see a difference
+that cancels across them; read the joint value beside it. The exact `tv_exact` of the Gaussian
+model stays joint: a per-axis group is a mixture of Gaussians, with no closed-form TV here.
+"""
+
 # Prose sections appended after the table, in order; each returns Markdown.
-NOTES: list[Callable[[], str]] = [lambda: EPSILON_NOTES, lambda: BALANCE_NOTES]
+NOTES: list[Callable[[], str]] = [lambda: EPSILON_NOTES, lambda: BALANCE_NOTES, lambda: AXES_NOTES]
 
 
 def metrics_markdown() -> str:

@@ -17,7 +17,11 @@
 - with ``Setup.target_judge`` and ``Setup.real.target``: bias inheritance,
   ``target_distribution_by_requested``, ``target_distribution_by_final``, ``target_gap``,
   ``target_gap_ci``, ``target_judge_accuracy``, and the real references
-  ``target_gap_heldout`` (``Setup.real``) and ``target_gap_train`` (``Setup.real.train``).
+  ``target_gap_heldout`` (``Setup.real``) and ``target_gap_train`` (``Setup.real.train``);
+- when the model's attribute is a product of axes (``attribute_axes``): the flat values above
+  are the joint ones, and per axis ``epsilon_by_attribute``, ``epsilon_ci_by_attribute``,
+  ``epsilon_p_value_by_attribute`` and, with a judge, ``fd_by_attribute`` and the other
+  balance values ``*_by_attribute`` (`fairbench.metrics.axes`).
 
 Metrics whose inputs are absent are left out of the result. Cost metrics are measured
 around sampling by the runner (`fairbench.metrics.cost`).
@@ -34,6 +38,7 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..progress import progress
+from .axes import balance_by_attribute, epsilon_by_attribute
 from .balance import balance_metrics, confusion_matrix, per_class_accuracy
 from .fairness import DEFAULT_LEARNERS, LEARNERS, epsilon_fairness, epsilon_linear, raw_space_helps
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
@@ -165,6 +170,9 @@ def evaluate(
         "epsilon_learner": estimate.learner, "epsilon_feature_space": estimate.feature_space,
         "epsilon_linear": linear.value, "epsilon_linear_ci": list(linear.interval),
     }
+    axes = getattr(setup.model, "attribute_axes", None)  # a product attribute: per-axis values too
+    if axes is not None:
+        metrics.update(epsilon_by_attribute(axes, spaces, requested, options=options, seed=seed))
     bar.update(1)
 
     real = setup.real
@@ -179,6 +187,11 @@ def evaluate(
             confusion = confusion_matrix(real_log_probs, np.asarray(real.sensitive), k)
             metrics["judge_accuracy_by_class"] = per_class_accuracy(confusion, names)
         metrics.update(balance_metrics(log_probs, requested, names, target=options.balance_target, confusion=confusion))
+        if axes is not None:
+            metrics.update(balance_by_attribute(
+                axes, log_probs, requested, target=options.balance_target,
+                real_log_probs=None if real is None else real_log_probs, real_labels=None if real is None else real.sensitive,
+            ))
         bar.update(1)
 
     if real is None:

@@ -8,11 +8,15 @@ embedding, a class mean) and predicts the noise.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
+
+from ..errors import FairbenchError, suggest
 
 
 @runtime_checkable
@@ -53,6 +57,68 @@ def as_labels(weights: torch.Tensor) -> torch.Tensor | None:
     if torch.equal(weights, one_hot(labels, weights.shape[1], weights.dtype)):
         return labels
     return None
+
+
+@dataclass(frozen=True)
+class AttributeAxes:
+    """A sensitive attribute that is the product of several (gender x age): its axes.
+
+    Axis j is named ``names[j]`` and has values ``values[j]`` (``k_j`` of them). The tuple
+    ``(a_1, ..., a_m)`` sits at the flat index ``sum_j a_j prod_{l > j} k_l`` (row-major, the
+    last axis fastest), so a model's k = prod_j k_j conditions enumerate the product and every
+    method runs on the flat index unchanged. A model with one sensitive attribute has no axes
+    (``attribute_axes = None``).
+    """
+
+    names: tuple[str, ...]
+    values: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.values):
+            raise ValueError("one tuple of values per axis is needed")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.values)
+
+    @property
+    def size(self) -> int:
+        """k: the number of tuples, the model's number of attribute values."""
+        return int(np.prod(self.sizes))
+
+    def flat_names(self) -> tuple[str, ...]:
+        """The name of each flat value: its axis values joined by "/" ("female/20-29")."""
+        return tuple("/".join(combo) for combo in itertools.product(*self.values))
+
+    def axis(self, name: str, where: str = "switch_attribute") -> int:
+        """The position of the axis `name`; an unknown name is refused with the valid ones."""
+        if name not in self.names:
+            raise FairbenchError(
+                f"{where} = {name!r} is not an axis of the sensitive attribute.{suggest(name, list(self.names))}"
+            )
+        return self.names.index(name)
+
+    def decode(self, flat) -> np.ndarray:
+        """``[N, m]`` axis codes of flat indices ``[N]``."""
+        return np.stack(np.unravel_index(np.asarray(flat, dtype=np.int64), self.sizes), axis=-1)
+
+    def encode(self, codes) -> np.ndarray:
+        """Flat indices ``[N]`` of axis codes ``[N, m]``."""
+        codes = np.asarray(codes, dtype=np.int64)
+        return np.ravel_multi_index(tuple(codes[..., j] for j in range(len(self.names))), self.sizes)
+
+    def switch_target(self, axis: int) -> tuple[int, ...]:
+        """``target[flat(a)] = flat(a')`` with ``a'_axis = (a_axis + 1) mod k_axis`` and every other
+        axis kept: the switch of one attribute while the others stay fixed."""
+        codes = self.decode(np.arange(self.size))
+        codes[:, axis] = (codes[:, axis] + 1) % self.sizes[axis]
+        return tuple(int(i) for i in self.encode(codes))
+
+    def marginal(self, p, axis: int) -> np.ndarray:
+        """The distribution over axis `axis`'s values of a distribution `p` over the flat values."""
+        table = np.asarray(p, dtype=np.float64).reshape(self.sizes)
+        others = tuple(j for j in range(len(self.names)) if j != axis)
+        return table.sum(axis=others)
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..schedulers import BETA_SCHEDULES, build_scheduler, make_scheduler
-from .base import RealData, Setup
+from .base import AttributeAxes, RealData, Setup
 
 
 class GaussianModel:
@@ -45,6 +45,7 @@ class GaussianModel:
         beta_schedule: str = "linear",
         num_train_timesteps: int = 1000,
         attribute_names: tuple[str, ...] | None = None,
+        attribute_axes: AttributeAxes | None = None,
     ):
         means = torch.as_tensor(means, dtype=torch.float64)
         if means.ndim != 2 or means.shape[0] < 2:
@@ -58,6 +59,14 @@ class GaussianModel:
         self.beta_schedule = beta_schedule
         self.num_train_timesteps = int(num_train_timesteps)
         self.sample_shape = (means.shape[1],)
+        if attribute_axes is not None and attribute_axes.size != means.shape[0]:
+            raise FairbenchError(
+                f"the attribute axes {list(attribute_axes.names)} make {attribute_axes.size} values, "
+                f"but model.means has {means.shape[0]} rows (one per value)"
+            )
+        self.attribute_axes = attribute_axes
+        if attribute_names is None and attribute_axes is not None:
+            attribute_names = attribute_axes.flat_names()
         self.attribute_names = attribute_names or tuple(f"s{a}" for a in range(means.shape[0]))
         reference = make_scheduler(
             "ddim", num_train_timesteps=self.num_train_timesteps, beta_schedule=beta_schedule
@@ -229,8 +238,23 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
 
 
 @dataclass(frozen=True)
+class AxisSpec:
+    """One axis of a product attribute: ``{name = "sex", values = ["female", "male"]}``."""
+
+    name: str
+    values: list[str]
+
+
+@dataclass(frozen=True)
 class GaussianSpec:
-    """``kind = "gaussian"``: the analytic model of METHOD.md."""
+    """``kind = "gaussian"``: the analytic model of METHOD.md.
+
+    ``attribute_axes`` (optional) makes the sensitive attribute a product of several, e.g.
+    ``[{name = "sex", values = ["female", "male"]}, {name = "age", values = ["young", "old"]}]``;
+    ``means`` then has one row per tuple, in row-major order (the last axis fastest:
+    female/young, female/old, male/young, male/old), and the value names are the joined
+    tuples. It replaces ``attribute_names``.
+    """
 
     kind: Literal["gaussian"]
     means: list[list[float]]
@@ -238,6 +262,7 @@ class GaussianSpec:
     beta_schedule: str = "linear"
     num_train_timesteps: int = 1000
     attribute_names: list[str] | None = None
+    attribute_axes: list[AxisSpec] | None = None
     n_real: int = 10000  # real reference samples x_0 ~ N(mu_a, std^2 I), balanced over a (FID, KID)
 
     def validate(self, where: str) -> None:
@@ -252,6 +277,35 @@ class GaussianSpec:
             raise FairbenchError(f"{where}.attribute_names must name {len(self.means)} values, got {len(self.attribute_names)}")
         if self.n_real < 2:
             raise FairbenchError(f"{where}.n_real must be at least 2, got {self.n_real}")
+        if self.attribute_axes is not None:
+            self._check_axes(where)
+
+    def _check_axes(self, where: str) -> None:
+        axes = self.attribute_axes
+        if self.attribute_names is not None:
+            raise FairbenchError(f"{where}: give attribute_names or attribute_axes, not both (the axes name the values)")
+        if len(axes) < 2:
+            raise FairbenchError(f"{where}.attribute_axes must list at least 2 axes, got {len(axes)}; "
+                                 "for one attribute use attribute_names")
+        names = [axis.name for axis in axes]
+        for i, axis in enumerate(axes):
+            if names.count(axis.name) > 1:
+                raise FairbenchError(f"{where}.attribute_axes names axis {axis.name!r} twice")
+            if len(axis.values) < 2 or len(set(axis.values)) != len(axis.values):
+                raise FairbenchError(
+                    f"{where}.attribute_axes[{i}] ({axis.name!r}) needs at least 2 distinct values, got {axis.values}"
+                )
+        size = math.prod(len(axis.values) for axis in axes)
+        if size != len(self.means):
+            raise FairbenchError(
+                f"{where}.attribute_axes make {size} values ({' x '.join(str(len(a.values)) for a in axes)}), "
+                f"but {where}.means has {len(self.means)} rows; give one row per tuple, last axis fastest"
+            )
+
+    def axes(self) -> AttributeAxes | None:
+        if self.attribute_axes is None:
+            return None
+        return AttributeAxes(tuple(a.name for a in self.attribute_axes), tuple(tuple(a.values) for a in self.attribute_axes))
 
     def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
         model = GaussianModel(
@@ -260,6 +314,7 @@ class GaussianSpec:
             beta_schedule=self.beta_schedule,
             num_train_timesteps=self.num_train_timesteps,
             attribute_names=tuple(self.attribute_names) if self.attribute_names else None,
+            attribute_axes=self.axes(),
         )
         # One fixed draw (seed 0), so every method and seed is compared with the same reference.
         labels = torch.arange(self.n_real) % model.num_attributes

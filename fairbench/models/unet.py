@@ -55,6 +55,7 @@ class UNetDenoiser:
         self.sample_shape = unet_sample_shape(unet)
         self.dtype = unet.dtype
         self.attribute_names = tuple(attribute_names)
+        self.attribute_axes = None  # a product attribute's axes (`AttributeAxes`), set from its dataset
         self.schedule = dict(schedule)
         self.num_train_timesteps = int(schedule["num_train_timesteps"])
 
@@ -175,6 +176,7 @@ class ImageArtifacts:
     guidance: Any = None  # fairbench.classifiers.NoiseAwareClassifier
     real: RealData | None = None
     info: dict[str, Any] = field(default_factory=dict)  # sources, cache state, held-out accuracies
+    attribute_axes: Any = None  # fairbench.models.base.AttributeAxes of a product attribute
 
 
 @dataclass
@@ -197,7 +199,7 @@ def labelled_splits(dataset: dict) -> LabelledSplits:
     present = [split for split in ("train", "val", "test") if (data.split == split).any()]
     if "train" not in present or len(present) < 2:
         raise FairbenchError(f"dataset {data.name!r} needs a train split and a val or test split, has {present}")
-    parts = {split: LabelledImages.from_dataset(data, split, data_spec.attribute, target) for split in present}
+    parts = {split: LabelledImages.from_dataset(data, split, data_spec.sensitive, target) for split in present}
     train, val, test = parts["train"], parts.get("val", parts.get("test")), parts.get("test", parts.get("val"))
     return LabelledSplits(data, train, val, test, {"dataset": data.name, "attribute": data_spec.attribute, "target": target})
 
@@ -268,11 +270,13 @@ class UNetSpec:
         info |= judge_info | {
             "guidance_trained_now": guidance.trained_now, "guidance_val_accuracy": guidance.metadata["val_accuracy"],
         }
-        return ImageArtifacts(unet, schedule, train.sensitive_values, judge, guidance.network, real, info)
+        return ImageArtifacts(unet, schedule, train.sensitive_values, judge, guidance.network, real, info,
+                              attribute_axes=data.product_axes.get(dataset_spec(dataset).sensitive))
 
     def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
         prepared = self.prepare(device=device, dataset=dataset)
         model = UNetDenoiser(prepared.unet, prepared.schedule, prepared.attribute_names)
+        model.attribute_axes = prepared.attribute_axes
         if prepared.judge is None:
             return Setup(model=model, extras={"artifacts": prepared.info})
         judge = prepared.judge

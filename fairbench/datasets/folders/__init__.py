@@ -8,7 +8,8 @@ Common keys:
 
 - ``root``: the folder of the dataset (see each spec for its layout); relative paths are
   relative to the working directory, ``~`` is expanded.
-- ``attribute``: the sensitive attribute, by name; ``target``: an optional target attribute
+- ``attribute``: the sensitive attribute, by name, or a list of names whose product is the
+  sensitive attribute (a flat column ``"gender x age"``, docs/datasets.md); ``target``: an optional target attribute
   (for utility metrics). The returned table holds every attribute of the dataset, ordered
   sensitive attribute first, then the target, then the rest in the dataset's own order.
 - ``resolution``: the side of the square output images. Each image is cropped to a

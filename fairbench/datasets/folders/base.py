@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ...errors import FairbenchError, suggest
+from ...models.base import AttributeAxes
 from ..base import ImageDataset
 from .images import FolderImages, check_image_headers
 
@@ -87,7 +88,7 @@ class FolderDatasetSpec:
 
     name: str
     root: str
-    attribute: str
+    attribute: str | tuple[str, ...]  # one name, or several: their product is the sensitive attribute
     target: str | None = None
     resolution: int = 64
     crop: int | None = None
@@ -107,8 +108,26 @@ class FolderDatasetSpec:
                 raise FairbenchError(f"{where}.{key} must be positive, got {value}")
         if self.seed < 0:
             raise FairbenchError(f"{where}.seed must be non-negative, got {self.seed}")
-        if self.target is not None and self.target == self.attribute:
-            raise FairbenchError(f"{where}.target = {self.target!r} is the sensitive attribute; choose another")
+        if isinstance(self.attribute, tuple):
+            if len(self.attribute) < 2:
+                raise FairbenchError(
+                    f"{where}.attribute lists {len(self.attribute)} attribute(s); give one name, or a list of several"
+                )
+            duplicate = first_duplicate(list(self.attribute))
+            if duplicate is not None:
+                raise FairbenchError(f"{where}.attribute names {duplicate!r} twice")
+        if self.target is not None and self.target in self.axis_names:
+            raise FairbenchError(f"{where}.target = {self.target!r} is a sensitive attribute; choose another")
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        """The sensitive attribute's axes: the one name, or the listed names in order."""
+        return self.attribute if isinstance(self.attribute, tuple) else (self.attribute,)
+
+    @property
+    def sensitive(self) -> str:
+        """The column of the sensitive attribute: its name, or for a product ``"gender x age"``."""
+        return " x ".join(self.axis_names)
 
     def _finish(
         self,
@@ -125,7 +144,8 @@ class FolderDatasetSpec:
 
         `files` are relative to `base`, with "/" between folders (as the tables write them)."""
         order = list(codes)
-        checked_attribute(self.attribute, order, self.name, "dataset.attribute")
+        for axis in self.axis_names:
+            checked_attribute(axis, order, self.name, "dataset.attribute")
         if self.target is not None:
             checked_attribute(self.target, order, self.name, "dataset.target")
         rows = np.arange(len(files))
@@ -137,7 +157,12 @@ class FolderDatasetSpec:
         check_files_exist(images.base, kept, table)
         if self.check_images:
             check_image_headers([images.path(i) for i in range(len(kept))], self.crop)
-        first = [self.attribute] + ([self.target] if self.target is not None else [])
+        axes = None
+        if isinstance(self.attribute, tuple):  # the product: flat row-major codes of the listed columns
+            axes = AttributeAxes(self.attribute, tuple(values[axis] for axis in self.attribute))
+            codes = dict(codes) | {self.sensitive: axes.encode(np.stack([codes[a] for a in self.attribute], axis=1))}
+            values = dict(values) | {self.sensitive: axes.flat_names()}
+        first = [self.sensitive] + ([self.target] if self.target is not None else [])
         columns = first + [name for name in order if name not in first]
         attributes = pd.DataFrame({name: codes[name][rows].astype(np.int64) for name in columns})
         target = f", target {self.target!r}" if self.target else ""
@@ -145,11 +170,12 @@ class FolderDatasetSpec:
             name=self.name,
             attributes=attributes,
             attribute_values={name: values[name] for name in columns},
+            product_axes={} if axes is None else {self.sensitive: axes},
             split=np.asarray(split, dtype=object)[rows].astype(str),
             image_shape=(3, self.resolution, self.resolution),
             loader=images,
             description=(
                 f"{self.name} at {self.root!r}: {len(kept)} images at {self.resolution}x{self.resolution}, "
-                f"sensitive attribute {self.attribute!r} {values[self.attribute]}{target}{notes}"
+                f"sensitive attribute {self.sensitive!r} {values[self.sensitive]}{target}{notes}"
             ),
         )

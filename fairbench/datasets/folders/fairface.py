@@ -49,8 +49,7 @@ class FairFaceSpec(FolderDatasetSpec):
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        for key in ("attribute", "target"):
-            value = getattr(self, key)
+        for key, value in [("attribute", axis) for axis in self.axis_names] + [("target", self.target)]:
             if value is not None:
                 checked_attribute(value, list(FAIRFACE_VALUES), "fairface", f"{where}.{key}")
 

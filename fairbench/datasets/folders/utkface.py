@@ -52,8 +52,7 @@ class UTKFaceSpec(FolderDatasetSpec):
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        for key in ("attribute", "target"):
-            value = getattr(self, key)
+        for key, value in [("attribute", axis) for axis in self.axis_names] + [("target", self.target)]:
             if value is not None:
                 checked_attribute(value, list(UTKFACE_VALUES), "utkface", f"{where}.{key}")
         for key in ("val_fraction", "test_fraction"):
