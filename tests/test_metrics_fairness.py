@@ -143,3 +143,16 @@ def test_nested_selection_does_not_inflate_the_estimate_on_pure_noise():
         nested.append(estimate.statistic)
         naive.append(max(estimate.candidates.values()))
     assert np.mean(nested) < 0.06 and np.mean(naive) > np.mean(nested) + 0.08, (nested, naive)
+
+
+def test_the_estimate_does_not_depend_on_the_number_of_fitting_threads(monkeypatch):
+    import fairbench.metrics.fairness as fairness
+
+    samples, requested = variance_ratio(2.0).sample(150, seed=4)
+    spaces = {"a": samples, "b": samples[:, ::-1] ** 2}
+    estimates = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(fairness, "FIT_THREADS", threads)
+        estimates.append(epsilon_fairness(spaces, requested, subsamples=3, permutations=50, seed=2))
+    assert estimates[0].value > 0.1  # a real difference, so the predictions matter
+    assert estimates[1] == estimates[0] and estimates[2] == estimates[0]

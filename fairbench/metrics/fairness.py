@@ -9,6 +9,7 @@ feature space), kept so the two can be compared side by side.
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import combinations
@@ -16,6 +17,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -29,6 +31,8 @@ from ..errors import FairbenchError, lookup
 # Raw sample values join the feature spaces when a sample has at most this many values (the
 # 64 pixels of an 8x8 digit do; a Stable Diffusion latent does not).
 RAW_FEATURE_MAX_DIM = 256
+# Threads fitting the panel's classifiers (joblib's convention: -1 = one per available core).
+FIT_THREADS = -1
 
 
 def _logistic(n_train: int, seed: int):
@@ -154,6 +158,17 @@ def _fit_predict(learner: str, x: np.ndarray, y: np.ndarray, train: np.ndarray, 
     return model.predict(x[test])
 
 
+def _parallel_map(fn, items: list) -> list:
+    """``[fn(item) for item in items]`` on this process's cores, in threads (scikit-learn's solvers
+    release the GIL for most of a fit); each call is independent, so the results are the same
+    whatever the number of threads."""
+    workers = min(len(items), effective_n_jobs(FIT_THREADS))
+    if workers <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
 def _nested_predictions(spaces, y, learners, folds, seed) -> tuple[np.ndarray, list[str], dict[str, float]]:
     """Held-out predictions of one nested cross-fitting (one fold split, from `seed`).
 
@@ -169,26 +184,35 @@ def _nested_predictions(spaces, y, learners, folds, seed) -> tuple[np.ndarray, l
     for k, (_, test) in enumerate(splitter.split(np.zeros(n), y)):
         fold_of[test] = k
     candidates = [(learner, space) for space in spaces for learner in learners]
+    # Every fit is independent of the others: (candidate, held-out folds) -> held-out predictions.
+    # Outer fold k is held out alone; inner, neighbouring folds j = k + 1 (cyclically) share one
+    # model fitted without both: it predicts fold j for outer fold k's selection and fold k for
+    # outer fold j's. Each outer fold is so scored on its two neighbours, 2/folds of the samples.
+    tasks = [(c, (k,)) for c in candidates for k in range(folds)]
+    if len(candidates) > 1:
+        tasks += [(c, (k, (k + 1) % folds)) for c in candidates for k in range(folds)]
+
+    def fit(task):
+        (learner, space), held_out = task
+        test = np.isin(fold_of, held_out)
+        return _fit_predict(learner, spaces[space], y, ~test, test, seed)
+
+    predicted = dict(zip(tasks, _parallel_map(fit, tasks)))
     outer: dict[tuple, np.ndarray] = {}
     inner: dict[tuple, np.ndarray] = {}  # (candidate, k) -> predictions on the samples outside fold k
     for candidate in candidates:
-        learner, space = candidate
-        x = spaces[space]
         pred = np.empty(n, dtype=y.dtype)
         for k in range(folds):
-            pred[fold_of == k] = _fit_predict(learner, x, y, fold_of != k, fold_of == k, seed)
+            pred[fold_of == k] = predicted[candidate, (k,)]
         outer[candidate] = pred
         if len(candidates) == 1:
             continue
         for k in range(folds):
             inner[candidate, k] = np.empty(n, dtype=y.dtype)  # only the neighbours' entries are read
-        # Neighbouring folds j = k + 1 (cyclically) share one model fitted without both: it
-        # predicts fold j for outer fold k's selection and fold k for outer fold j's. Each
-        # outer fold is so scored on its two neighbours, 2/folds of the samples.
         for k in range(folds):
             j = (k + 1) % folds
-            both = (fold_of == j) | (fold_of == k)
-            pred_pair = _fit_predict(learner, x, y, ~both, both, seed)
+            both = np.isin(fold_of, (k, j))
+            pred_pair = predicted[candidate, (k, j)]
             in_j = fold_of[both] == j
             inner[candidate, k][fold_of == j] = pred_pair[in_j]
             inner[candidate, j][fold_of == k] = pred_pair[~in_j]
