@@ -306,7 +306,8 @@ def unbiased_mmd2(first: np.ndarray, second: np.ndarray) -> float:
 Statistic = Literal["mmd", "classifier"]
 
 
-def bracket_minimum(evaluate: Callable[[int], float], count: int, *, coarse: int = 9) -> tuple[int, dict[int, float]]:
+def bracket_minimum(evaluate: Callable[[int], float], count: int, *, coarse: int = 9,
+                    patience: int | None = None) -> tuple[int, dict[int, float]]:
     """Minimise `evaluate` over positions ``0..count-1``: a coarse grid, then local refinement.
 
     The coarse grid (`coarse` evenly spaced positions, both ends included) brackets the lowest
@@ -315,6 +316,11 @@ def bracket_minimum(evaluate: Callable[[int], float], count: int, *, coarse: int
     the bracket has no unevaluated position next to the best. A curve that is not monotone is
     fine as long as the basin of its minimum is wider than the coarse spacing; on a flat bottom
     the first lowest position wins. Returns the best position and every evaluated value.
+
+    `patience`: scan the coarse grid from position 0 and stop after `patience` consecutive
+    rises that all lie above the lowest value so far (None: the whole grid). It saves the
+    grid points past the minimum and is exact for a curve that, at the grid's spacing, rises
+    steadily after its lowest point; a lower second basin beyond the stop is missed.
     """
     values: dict[int, float] = {}
 
@@ -324,8 +330,13 @@ def bracket_minimum(evaluate: Callable[[int], float], count: int, *, coarse: int
         return values[position]
 
     grid = sorted({round(j * (count - 1) / max(coarse - 1, 1)) for j in range(coarse)})
-    for position in grid:
+    rises = 0
+    for i, position in enumerate(grid):
         value(position)
+        lowest = min(values.values())
+        rises = rises + 1 if i > 0 and values[position] > values[grid[i - 1]] and values[position] > lowest else 0
+        if patience is not None and rises >= patience:
+            break
     while True:
         best = min(sorted(values), key=lambda p: values[p])
         lower = [p for p in values if p < best]
@@ -350,6 +361,7 @@ def direct_search(
     features: Features | None = None,
     statistic: Statistic = "mmd",
     coarse: int = 9,
+    patience: int | None = 2,
     device="cpu",
     clip_sample: bool = False,
 ) -> TauSearchResult:
@@ -361,9 +373,13 @@ def direct_search(
     with a median-heuristic Gaussian kernel (`unbiased_mmd2`), ``"classifier"`` the
     cross-fitted classifier statistic of `fairbench.metrics.fairness.epsilon_fairness`.
     `bracket_minimum` finds the minimum (coarse grid, then local refinement), and every
-    candidate branches from the one shared unswitched trajectory. Cost with n visited steps and
+    candidate branches from the one shared unswitched trajectory. The coarse grid is scanned
+    from tau = -1 upward and stops after `patience` consecutive rises above the lowest value
+    (None: the whole grid): a candidate at a large tau branches early and costs most, and past
+    the minimum the discrepancy climbs back toward its value at tau = -1 (switching for the
+    whole trajectory gives the two conditional groups again). Cost with n visited steps and
     batch size B: ``2 B n`` for the prefix plus ``2 B (n - i)`` per candidate branched at step
-    i; about ``coarse + 2 log2(2 n / coarse)`` candidates.
+    i; at most ``coarse + 2 log2(2 n / coarse)`` candidates.
     """
     lookup({"mmd": 1, "classifier": 1}, statistic, "direct search statistic")
     start = time.perf_counter()
@@ -382,11 +398,11 @@ def direct_search(
             return unbiased_mmd2(f[:batch_size], f[batch_size:])
         return fairness.epsilon_fairness(f, pair.labels, seed=seed).value
 
-    best, values = bracket_minimum(discrepancy, len(pair.candidates), coarse=coarse)
+    best, values = bracket_minimum(discrepancy, len(pair.candidates), coarse=coarse, patience=patience)
     bar.close()
     curve = [(pair.candidates[p], values[p]) for p in sorted(values)]
     return TauSearchResult(pair.candidates[best], "direct", curve, nfe=pair.nfe, wall_s=time.perf_counter() - start,
-                           details={"statistic": statistic, "coarse": coarse})
+                           details={"statistic": statistic, "coarse": coarse, "patience": patience})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -112,6 +112,42 @@ def test_bracket_minimum_finds_the_minimum_of_a_known_non_monotone_curve(name):
     assert len(values) <= 9 + 2 * math.ceil(math.log2(count / 8)) + 2
 
 
+def test_the_patient_scan_finds_the_same_minimum_of_a_unimodal_curve_for_less():
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        centre, left, right = rng.uniform(0, 100), rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0)
+        curve = lambda p: (left if p < centre else right) * abs(p - centre) + 1e-9 * p  # noqa: E731
+        full, seen_full = bracket_minimum(curve, 101, coarse=9)
+        patient, seen = bracket_minimum(curve, 101, coarse=9, patience=2)
+        assert patient == full == min(range(101), key=curve)
+        assert set(seen) <= set(seen_full) or len(seen) <= len(seen_full)
+        # the grid points past the stop (two rises after the minimum's grid point) are not evaluated
+        grid = sorted({round(j * 100 / 8) for j in range(9)})
+        lowest = min(grid, key=curve)
+        assert not [g for g in grid if g > lowest and grid.index(g) > grid.index(lowest) + 2 and g in seen]
+
+
+def test_the_patient_scan_misses_a_lower_basin_past_two_rises():
+    # what patience cannot see: a lower plateau from 80 on, past two rises after the basin at 10
+    def curve(p):
+        return abs(p - 10) if p < 80 else -1.0
+
+    assert bracket_minimum(curve, 101, coarse=9, patience=2)[0] == 10
+    assert bracket_minimum(curve, 101, coarse=9)[0] == 80
+
+
+def test_direct_search_stopping_early_chooses_the_full_grid_tau_for_fewer_evaluations():
+    # std 0.1: past its minimum the curve overshoots the tau = -1 level and comes back down, so
+    # the scan finds no two rises and evaluates the whole grid; 0.3 and 0.5 rise steadily.
+    for std, saves in ((0.1, False), (0.3, True), (0.5, True)):
+        model = gaussian(std)
+        kwargs = dict(scheduler_name="ddim", steps=50, seed=0, batch_size=64)
+        patient, full = direct_search(model, **kwargs), direct_search(model, patience=None, **kwargs)
+        assert patient.tau == full.tau
+        assert (patient.nfe < 0.7 * full.nfe) == saves
+        assert set(patient.curve) <= set(full.curve)
+
+
 def test_bracket_minimum_on_random_smooth_curves_matches_exhaustive_search():
     rng = np.random.default_rng(0)
     for _ in range(200):
