@@ -58,19 +58,23 @@ from .train import LabelledImages
 CONFIDENT = 0.9  # a sample is recognisable when the reference judge's top target probability reaches this
 GUIDANCE_FRACTIONS = (0, 250, 500, 750)  # noise levels t = fraction * T / 1000, as `fairbench.train` reports
 
-# How far a retrained set's numbers may lie from the shipped set's (absolute, two-sided), and why:
-# see docs/networks.md ("Retraining the shipped networks") and tests/test_retrain_quality.py.
+# How far a retrained set's numbers may lie from the shipped set's (absolute, two-sided). Rule:
+# the larger of twice the largest distance from the shipped set measured over four retrains
+# (the unchanged config, and every training seed set to 1, 2 and 3), and three standard errors
+# of the difference of two independent fractions at the sizes measured (540 held-out images,
+# 500 samples), rounded up to 0.01 (0.5 for the Fréchet distance, which has no binomial error).
+# The measurements are in docs/networks.md ("Retraining the shipped networks").
 RETRAIN_TOLERANCES: dict[str, float] = {
-    "judge_sensitive_accuracy": 0.05,
-    "judge_target_accuracy": 0.03,
-    "guidance_accuracy_t0": 0.06,
-    "guidance_accuracy_t250": 0.06,
-    "guidance_accuracy_t500": 0.06,
-    "guidance_accuracy_t750": 0.06,
-    "sample_recognisable": 0.06,
-    "sample_sensitive_agreement": 0.05,
-    "sample_target_tv": 0.08,
-    "sample_fd": 3.0,
+    "judge_sensitive_accuracy": 0.05,  # largest distance 0.011; 3 SE 0.046
+    "judge_target_accuracy": 0.03,  # 0.007; 3 SE 0.023
+    "guidance_accuracy_t0": 0.12,  # 0.057 (seed 1); 3 SE 0.063
+    "guidance_accuracy_t250": 0.09,  # 0.007; 3 SE 0.085
+    "guidance_accuracy_t500": 0.10,  # 0.030; 3 SE 0.091
+    "guidance_accuracy_t750": 0.10,  # 0.009; 3 SE 0.091 (chance level: the signal is gone at 3T/4)
+    "sample_recognisable": 0.06,  # 0.026; 3 SE 0.050
+    "sample_sensitive_agreement": 0.06,  # 0.008; 3 SE 0.059
+    "sample_target_tv": 0.12,  # 0.060
+    "sample_fd": 2.5,  # 1.24 (seed 3)
 }
 
 
