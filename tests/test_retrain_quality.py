@@ -10,6 +10,7 @@ the retrained numbers to `RETRAIN_TOLERANCES` around the shipped ones.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -102,6 +103,20 @@ def test_quality_ranks_the_shipped_networks_above_random_ones(default):
     assert {"judge_target_accuracy", "judge_sensitive_accuracy", "guidance_accuracy_t0", "sample_recognisable",
             "sample_sensitive_agreement", "sample_fd"} <= flagged
     assert quality_differences(good, {k: v for k, v in good.items() if k != "sample_fd"}) == ["sample_fd: missing"]
+
+    # A subtler planted defect: the shipped generator with Gaussian noise of 5% of each weight
+    # tensor's spread. Its samples stay recognisable digits of the requested stroke (a check on
+    # recognisability alone would pass it), but their features drift from the real digits, and
+    # the Fréchet distance leaves its tolerance.
+    noisy = copy.deepcopy(shipped.unet)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weights in noisy.parameters():
+            if weights.numel() > 1:
+                weights.add_(0.05 * weights.std() * torch.randn(weights.shape, generator=generator))
+    worse = network_quality(dataclasses.replace(shipped, unet=noisy), data, reference=shipped.judge, n_samples=200, steps=20)
+    assert abs(worse["sample_recognisable"] - good["sample_recognisable"]) <= RETRAIN_TOLERANCES["sample_recognisable"]
+    assert [line.split(":")[0] for line in quality_differences(good, worse)] == ["sample_fd"]
 
 
 @pytest.mark.slow
