@@ -15,7 +15,7 @@ The numbers (all fractions in [0, 1] except ``sample_fd``):
   ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` at t = 0, T/4, T/2, 3T/4, with fixed
   noise (seeded), so two sets see the same ``x_t``.
 - Samples: `n_samples` conditional samples (requests alternate over the sensitive values),
-  the config's sampler, a fixed seed. They are scored by the *reference judge* (the caller
+  the given sampler (default DDIM 50 steps with clipping, the default config's), a fixed seed. They are scored by the *reference judge* (the caller
   passes one; the shipped judge when checking a retrain), never by the set's own judge, so
   that two generators are graded on one scale and a weak retrained judge cannot hide a weak
   retrained generator:
@@ -26,7 +26,8 @@ The numbers (all fractions in [0, 1] except ``sample_fd``):
   - ``sample_sensitive_agreement``: fraction the reference judge assigns the requested
     sensitive value (does conditioning work);
   - ``sample_target_tv``: total variation between the judged target distributions of the
-    samples requested for the first and for the second sensitive value; the bias a
+    samples requested for the lowest and for the highest sensitive value code (the two
+    values when k = 2); the bias a
     generator inherits from its biased training split (0.6 in the digits training data),
     which the benchmark exists to measure, so a retrain must reproduce it too;
   - ``sample_fd``: Fréchet distance between the reference judge's features of the samples
