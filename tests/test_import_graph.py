@@ -17,7 +17,7 @@ LAYERS = {
     "sampling": 2,
     "methods": 3, "tau_search": 3, "models": 3, "metrics": 3, "datasets": 3, "classifiers": 3, "train": 3, "shards": 3, "sample_files": 3,
     "config": 4, "leaderboard": 4, "html_report": 4, "figures": 4, "report": 4, "check": 4, "testing": 4,
-    "runner": 5, "audit": 5,
+    "runner": 5, "audit": 5, "network_quality": 5,
     "cli": 6,
     "__main__": 7,
 }
