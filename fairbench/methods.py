@@ -40,13 +40,14 @@ class NoParams:
 class MethodContext:
     """What a run provides to a method while it builds itself.
 
-    `search_tau(search, batch_size)` runs the named tau search on the run's model (the runner
-    caches and records it) and returns the chosen tau.
+    `search_tau(search, batch_size, pair)` runs the named tau search on the run's model for
+    the switch between the flat values ``pair = (s0, s1)`` (the runner caches and records it)
+    and returns the chosen tau.
     """
 
     model: Denoiser
     guidance: GuidanceClassifier | None = None
-    search_tau: Callable[[str, int], int] | None = None
+    search_tau: Callable[[str, int, tuple[int, int]], int] | None = None
 
 
 class Method:
@@ -188,26 +189,22 @@ class AttributeSwitching(Method):
                 f"{where}.switch_attribute = {params.switch_attribute!r} needs a sensitive attribute with several "
                 "axes, and this model has one; leave switch_attribute out"
             )
-        axis = axes.axis(params.switch_attribute, f"{where}.switch_attribute")
-        if isinstance(params.tau, str) and axis != len(axes.names) - 1:
-            # The searches balance flat values 0 and 1: the last axis's first two values.
-            raise FairbenchError(
-                f"{where}: tau = {params.tau!r} searches the switch of the last axis {axes.names[-1]!r}, "
-                f"not of {params.switch_attribute!r}; give tau as a number"
-            )
+        axes.axis(params.switch_attribute, f"{where}.switch_attribute")
 
     @classmethod
     def build(cls, params: SwitchingParams, context: MethodContext) -> "AttributeSwitching":
         cls.check_context(params, context, "method")
         switched: dict[str, Any] = {}
+        pair = (0, 1)
         if params.switch_attribute is not None:
             axes = context.model.attribute_axes
-            switched = {"target": axes.switch_target(axes.axis(params.switch_attribute)),
-                        "switch_attribute": params.switch_attribute}
+            target = axes.switch_target(axes.axis(params.switch_attribute))
+            switched = {"target": target, "switch_attribute": params.switch_attribute}
+            pair = (0, target[0])  # the first tuple and the one that differs from it in the switched axis
         if isinstance(params.tau, str):
             if context.search_tau is None:
                 raise FairbenchError(f"tau = {params.tau!r} needs a tau search, which this run does not provide")
-            return cls(tau=context.search_tau(params.tau, params.search_batch_size), **switched)
+            return cls(tau=context.search_tau(params.tau, params.search_batch_size, pair), **switched)
         return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), **switched)
 
     @classmethod

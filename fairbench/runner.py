@@ -105,7 +105,8 @@ def plan(configs: list[Config]) -> list[Job]:
 # One job
 
 
-def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, batch_size: int) -> TauSearchResult:
+def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, batch_size: int,
+                pair: tuple[int, int] = (0, 1)) -> TauSearchResult:
     path = out_dir / "searches" / f"{job.key[:16]}.json"
     if path.exists():
         saved = read_json(path)
@@ -113,7 +114,7 @@ def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, b
     config = job.config
     result = run_search(
         kind, setup, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
-        seed=job.seed, batch_size=batch_size, device=device, clip_sample=config.clip_sample(),
+        seed=job.seed, batch_size=batch_size, device=device, clip_sample=config.clip_sample(), s0=pair[0], s1=pair[1],
     )
     atomic_write_text(path, json.dumps(result.as_json() | {"wall_s": result.wall_s}) + "\n")
     return result
@@ -171,8 +172,8 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
     config, spec = job.config, job.method
     searches: list[TauSearchResult] = []
 
-    def search(kind: str, batch_size: int) -> int:
-        searches.append(_tau_search(job, setup, out_dir, device, kind, batch_size))
+    def search(kind: str, batch_size: int, pair: tuple[int, int] = (0, 1)) -> int:
+        searches.append(_tau_search(job, setup, out_dir, device, kind, batch_size, pair))
         return searches[-1].tau
 
     context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=search)
@@ -357,7 +358,7 @@ def write_job_samples(job: Job, record: dict, setup: Setup, out_dir: Path) -> Pa
     k = setup.model.num_attributes
     requested = requested_values(len(samples), k)
     tau = record["metrics"].get("tau")  # a searched tau is not searched again
-    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=lambda kind, batch_size: tau)
+    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=lambda kind, batch_size, pair: tau)
     method = job.method.method_class.build(job.method.options(), context)
     final = method.final(assigned(method, requested, k, seed=job.seed, indices=range(len(samples))), k)
     return write_sample_folder(out_dir / "samples" / job.key[:16], samples, requested, final, setup.model.attribute_names)

@@ -292,7 +292,6 @@ BAD = [
     ("size-mismatch", "[0.5, 0.5]]", "[0.5, 0.5], [0.0, 0.0]]", ["4 values", "5 rows"]),
     ("one-axis-listed", AXES_LINE, 'attribute_axes = [{name = "sex", values = ["female", "male"]}]', ["at least 2 axes"]),
     ("names-and-axes", AXES_LINE, AXES_LINE + '\nattribute_names = ["a", "b", "c", "d"]', ["not both"]),
-    ("search-on-first-axis", "tau = 224", 'tau = "direct"', ["last axis 'age'", "'sex'"]),
 ]
 
 
@@ -323,3 +322,21 @@ def test_unet_training_data_of_a_product_dataset_is_labelled_by_the_tuple(tmp_pa
     np.testing.assert_array_equal(splits.train.sensitive.numpy(), expected)
     assert splits.train.k == 14 and splits.train.sensitive_values[7] == "male/White"
     assert splits.info["attribute"] == ("gender", "race")
+
+
+@pytest.mark.parametrize("axis,pair", [("sex", (0, 2)), ("age", (0, 1))])
+def test_a_searched_tau_balances_the_switched_axis(tmp_path, axis, pair):
+    """The search compares the first tuple with the one that differs from it in the switched axis."""
+    from fairbench.config import load_config
+    from fairbench.runner import run_benchmark
+    from fairbench.tau_search import direct_search
+
+    path = tmp_path / "search.toml"
+    path.write_text(BASE.replace("tau = 224", 'tau = "direct"\nsearch_batch_size = 16').replace(
+        'switch_attribute = "sex"', f'switch_attribute = "{axis}"'))
+    config = load_config(path)
+    (record,) = run_benchmark(config, tmp_path / "out", log=lambda line: None)
+    model = config.model_spec().build(device="cpu", dataset=None).model
+    expected = direct_search(model, scheduler_name="ddim", steps=4, seed=0, batch_size=16, s0=pair[0], s1=pair[1])
+    assert record["metrics"]["tau"] == expected.tau
+    assert record["tau_search"]["curve"] == [list(point) for point in expected.curve]
