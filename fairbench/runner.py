@@ -179,8 +179,10 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
     context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=search)
     method = spec.method_class.build(spec.options(), context)
     search = searches[0] if searches else None
+    kept = PREFIXES.bytes
     with PeakMemory(device) as memory:
         out = _sample_sharded(job, setup, method, out_dir, device)
+    memory.exclude(PREFIXES.bytes - kept)  # states kept for later switching jobs are not this method's
     n = config.benchmark.n_samples
     metrics = evaluate(out.samples, out.requested, setup, seed=job.seed, config=config.metrics, final=out.final, device=device)
     metrics |= {

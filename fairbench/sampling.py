@@ -143,6 +143,19 @@ def denoise(
     return x, nfe, classifier_evals
 
 
+def _tensor_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _state_bytes(state: Resume) -> int:
+    """The tensors a kept state holds: the sample and its scheduler copy's (schedules, history)."""
+    return _tensor_bytes(state.x) + sum(_tensor_bytes(v) for v in vars(state.scheduler).values())
+
+
 class PrefixCache:
     """Conditional trajectories of this process, so that a method whose first steps are
     conditional sampling continues from them instead of recomputing them.
@@ -155,7 +168,9 @@ class PrefixCache:
     evaluations counted (`SampleOutput.nfe`) and the classifier evaluations are those of
     sampling from ``x_T``; `SampleOutput.wall_s` is the time spent now plus the time the
     reused steps took when they were computed, so the cost columns still show the method's
-    own cost. A trajectory is kept only while all kept states fit in `max_bytes`.
+    own cost; the time spent keeping states is not counted in the conditional run's, and
+    `bytes` (what the kept states hold) is what a peak-memory measurement should leave out.
+    A trajectory is kept only while all kept states fit in `max_bytes`.
     """
 
     def __init__(self, max_bytes: int = 256 * 2**20):
@@ -168,12 +183,17 @@ class PrefixCache:
         return (id(model), scheduler_name, steps, clip_sample, seed, tuple(indices),
                 tuple(int(v) for v in requested.cpu()))
 
+    @property
+    def bytes(self) -> int:
+        """Memory held by the kept states."""
+        return self._bytes
+
     def fits(self, batch: int, model, steps: int) -> bool:
         size = batch * int(torch.Size(model.sample_shape).numel()) * torch.finfo(model.dtype).bits // 8
         return self._bytes + size * steps <= self.max_bytes
 
     def store(self, key, model, states: list[Resume], elapsed: list[float]) -> None:
-        self._bytes += sum(state.x.numel() * state.x.element_size() for state in states)
+        self._bytes += sum(_state_bytes(state) for state in states)
         self._entries[key] = (model, states, elapsed)  # the model is held so that id(model) stays unique
 
     def resume(self, key, step: int) -> tuple[Resume, float] | None:
@@ -188,34 +208,40 @@ class PrefixCache:
 def _sample_batch(model, method, noise, requested, *, scheduler_name, steps, step_noise, clip_sample, cache, key):
     """`denoise` one batch, reusing (or keeping, for conditional sampling) its conditional prefix in `cache`.
 
-    Returns (samples, nfe, classifier evaluations, seconds of reused steps)."""
-    prefix = 0
-    if cache is not None:
-        timesteps = [int(t) for t in build_scheduler(scheduler_name, model, steps, clip_sample=clip_sample).timesteps]
-        prefix = method.conditional_prefix(timesteps)
-        if 0 < prefix < len(timesteps):
-            found = cache.resume(key, prefix)
-            if found is not None:
-                resume, spent = found
-                x, nfe, classifier_evals = denoise(
-                    model, method, None, requested, scheduler_name=scheduler_name, steps=steps,
-                    step_noise=step_noise, resume=resume, clip_sample=clip_sample,
-                )
-                return x, nfe + prefix * len(x), classifier_evals, spent
-        if prefix == len(timesteps) and cache.fits(len(requested), model, prefix):
-            states, elapsed, start = [], [], time.perf_counter()
+    Returns (samples, nfe, classifier evaluations, seconds to add to the measured time): the
+    reused steps' time when resuming, minus the time spent keeping states when keeping them,
+    so a method's wall time is its own sampling with or without the cache."""
+    if cache is None:
+        return (*denoise(model, method, noise, requested, scheduler_name=scheduler_name, steps=steps,
+                         step_noise=step_noise, clip_sample=clip_sample), 0.0)
+    looking = time.perf_counter()
+    timesteps = [int(t) for t in build_scheduler(scheduler_name, model, steps, clip_sample=clip_sample).timesteps]
+    prefix = method.conditional_prefix(timesteps)
+    found = cache.resume(key, prefix) if 0 < prefix < len(timesteps) else None
+    lookup_s = time.perf_counter() - looking  # bookkeeping, not sampling
+    if found is not None:
+        resume, spent = found
+        x, nfe, classifier_evals = denoise(
+            model, method, None, requested, scheduler_name=scheduler_name, steps=steps,
+            step_noise=step_noise, resume=resume, clip_sample=clip_sample,
+        )
+        return x, nfe + prefix * len(x), classifier_evals, spent - lookup_s
+    if prefix == len(timesteps) and cache.fits(len(requested), model, prefix):
+        states, elapsed, start, bookkeeping = [], [], time.perf_counter(), [0.0]
 
-            def keep(step: Step) -> None:
-                elapsed.append(time.perf_counter() - start)
-                states.append(Resume(step.index + 1, step.prev_sample.clone(), copy.deepcopy(step.scheduler)))
+        def keep(step: Step) -> None:
+            entered = time.perf_counter()
+            elapsed.append(entered - start - bookkeeping[0])
+            states.append(Resume(step.index + 1, step.prev_sample.clone(), copy.deepcopy(step.scheduler)))
+            bookkeeping[0] += time.perf_counter() - entered
 
-            out = denoise(model, method, noise, requested, scheduler_name=scheduler_name, steps=steps,
-                          step_noise=step_noise, on_step=keep, clip_sample=clip_sample)
-            cache.store(key, model, states, elapsed)
-            return (*out, 0.0)
+        out = denoise(model, method, noise, requested, scheduler_name=scheduler_name, steps=steps,
+                      step_noise=step_noise, on_step=keep, clip_sample=clip_sample)
+        cache.store(key, model, states, elapsed)
+        return (*out, -bookkeeping[0] - lookup_s)
     out = denoise(model, method, noise, requested, scheduler_name=scheduler_name, steps=steps,
                   step_noise=step_noise, clip_sample=clip_sample)
-    return (*out, 0.0)
+    return (*out, -lookup_s)
 
 
 def sample(
@@ -240,7 +266,7 @@ def sample(
     """
     requested = torch.as_tensor(requested, dtype=torch.long)
     indices = list(range(len(requested))) if indices is None else list(indices)
-    outputs, nfe, classifier_evals, reused_s = [], 0, 0, 0.0
+    outputs, nfe, classifier_evals, adjust_s = [], 0, 0, 0.0
     start = time.perf_counter()
     for lo in range(0, len(requested), batch_size):
         batch = indices[lo : lo + batch_size]
@@ -252,7 +278,7 @@ def sample(
             step_noise=StepNoise(seed, batch), clip_sample=clip_sample, cache=prefix_cache, key=key,
         )
         outputs.append(x.detach().cpu())
-        nfe, classifier_evals, reused_s = nfe + n, classifier_evals + c, reused_s + spent
+        nfe, classifier_evals, adjust_s = nfe + n, classifier_evals + c, adjust_s + spent
         if progress is not None:
             progress(len(batch))
     k = model.num_attributes
@@ -261,6 +287,6 @@ def sample(
         requested=requested,
         final=method.final(requested, k),
         nfe=nfe,
-        wall_s=time.perf_counter() - start + reused_s,
+        wall_s=time.perf_counter() - start + adjust_s,
         classifier_evals=classifier_evals,
     )

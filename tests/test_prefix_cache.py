@@ -116,3 +116,16 @@ def test_a_trajectory_over_the_memory_budget_is_not_kept():
     model.calls = 0
     out = run(model, AttributeSwitching(300), cache)
     assert model.calls == out.nfe
+
+
+def test_the_memory_the_cache_reports_is_what_its_kept_states_hold():
+    model = gaussian()
+    cache = PrefixCache()
+    run(model, Conditional(), cache)
+    states = [state for _, kept, _ in cache._entries.values() for state in kept]
+    assert len(states) == 20 * len(cache._entries)  # one state per step and batch
+    samples = sum(state.x.numel() * state.x.element_size() for state in states)
+    schedules = sum(t.numel() * t.element_size() for state in states for t in vars(state.scheduler).values()
+                    if isinstance(t, torch.Tensor))
+    assert samples > 0 and schedules > 0
+    assert cache.bytes == samples + schedules

@@ -72,5 +72,11 @@ class PeakMemory:
         peak = _proc_status_kib("VmHWM") * 1024 if self._hwm else _maxrss_bytes()
         self.mb = max(0, peak - self._start) / MIB
 
+    def exclude(self, nbytes: int) -> None:
+        """Leave out memory the block kept for later work, not for its own (the sampler's
+        `fairbench.sampling.PrefixCache` states): the peak is taken less those bytes."""
+        if self.mb is not None:
+            self.mb = max(0.0, self.mb - nbytes / MIB)
+
     def as_metrics(self) -> dict:
         return {"peak_mem_mb": self.mb, "peak_mem_basis": self.basis}
