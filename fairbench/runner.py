@@ -29,7 +29,7 @@ from .errors import FairbenchError, lookup
 from .figures import write_figures
 from .html_report import write_html
 from .leaderboard import write_leaderboard
-from .methods import MethodContext, assigned
+from .methods import Conditional, MethodContext, assigned
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
@@ -252,8 +252,17 @@ class SetupCache:
             context = MethodContext(model=setup.model, guidance=setup.guidance)
             for i, spec in enumerate(config.methods):  # what a method needs of the model, before any work
                 spec.method_class.check_context(spec.options(), context, f"methods[{i}]")
+            _warm_up(setup, config, self.device)
             self._setups[key] = setup
         return self._setups[key]
+
+
+def _warm_up(setup: Setup, config: Config, device: str) -> None:
+    """Sample two samples for two steps, unmeasured, so that one-time allocations of the process
+    (kernels, thread pools, allocator arenas) are not charged to the first job's peak memory."""
+    if setup.sample is None:
+        sample(setup.model, Conditional(), torch.zeros(2, dtype=torch.long), scheduler_name=config.sampler.scheduler,
+               steps=2, seed=0, batch_size=2, device=device)
 
 
 def run_local(

@@ -205,6 +205,32 @@ def test_peak_memory_on_cpu_sees_the_block_even_below_an_earlier_peak():
         assert metrics["peak_mem_mb"] >= 40  # the high-water mark was reset at the start of the block
 
 
+FRAGMENTED_CHILD = """
+import json, numpy as np
+from fairbench.metrics.cost import PeakMemory
+held = [np.ones(8192) for _ in range(2000)]  # 64 KiB blocks: in the allocator's heap
+kept = held[1::2]  # an earlier stage leaves every second block (and the heap's top) in use
+del held
+with PeakMemory("cpu") as memory:
+    block = [np.ones(8192) for _ in range(800)]  # 50 MiB of the block's own, in 64 KiB pieces
+print(json.dumps(memory.as_metrics()))
+"""
+
+
+def test_peak_memory_counts_the_block_s_own_memory_where_an_earlier_stage_left_holes_to_reuse():
+    # Without returning the allocator's free memory first, the block fills the holes the
+    # earlier stage left and the resident set does not grow: 0 MiB measured (the value
+    # then depended on what ran before, e.g. on the threads of the previous job's measurement).
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FRAGMENTED_CHILD], capture_output=True, text=True, check=True)
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path("/proc/self/clear_refs").exists() and sys.platform.startswith("linux"):
+        assert 35 <= metrics["peak_mem_mb"] <= 60
+
+
 def test_every_metric_has_formula_direction_citation_and_the_doc_is_up_to_date():
     for info in METRICS.values():
         assert info.formula and info.citation and info.direction in ("lower", "higher", "none")

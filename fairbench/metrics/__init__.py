@@ -322,7 +322,9 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo(
             "peak_mem_mb",
             "peak memory of sampling in MiB: CUDA, torch.cuda.max_memory_allocated during sampling; "
-            "CPU, peak resident set size during sampling minus the resident size before it",
+            "CPU, peak resident set size during sampling minus the resident size before it, after the C "
+            "allocator's free memory is returned to the system; states kept for later switching jobs "
+            "(the prefix cache) are left out",
             "lower", "-",
         ),
         MetricInfo("peak_mem_basis", "which of the two peak_mem_mb measurements a record holds", "none", "-"),

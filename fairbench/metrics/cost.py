@@ -6,7 +6,11 @@
   resetting the peak counter at its start: everything torch held on the GPU at the peak,
   model weights included.
 - ``"rss_peak_growth"``: peak resident set size of the process during the block minus the
-  resident size at its start. On Linux the kernel's high-water mark is reset at the start
+  resident size at its start, after the C allocator's free memory is returned to the system
+  (glibc ``malloc_trim``; otherwise memory an earlier stage left cached would be reused
+  without growth, and the value would depend on what ran before). The runner samples two
+  samples for two steps once per model before any job, so the process's one-time
+  allocations are not charged to the first job. On Linux the kernel's high-water mark is reset at the start
   (``/proc/self/clear_refs``, value 5) and read from ``VmHWM``, so the peak is the block's
   own. Elsewhere it is the growth of ``resource.getrusage().ru_maxrss``, which is 0 when the
   block stays below an earlier peak of the process (a lower bound).
@@ -14,6 +18,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import resource
 import sys
 from pathlib import Path
@@ -41,6 +47,18 @@ def _reset_rss_peak() -> bool:
     return True
 
 
+def _release_free_memory() -> None:
+    """Return the C allocator's free memory to the system (glibc's ``malloc_trim``), so that the
+    block's peak growth is its own working memory, not what an earlier stage happened to leave
+    cached in the allocator (which differs with the number of threads that stage used)."""
+    name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
 def _maxrss_bytes() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
@@ -59,6 +77,7 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
+        _release_free_memory()
         rss = _proc_status_kib("VmRSS")
         self._hwm = rss is not None and _reset_rss_peak()
         self._start = rss * 1024 if self._hwm else _maxrss_bytes()
