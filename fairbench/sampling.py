@@ -193,6 +193,8 @@ class PrefixCache:
         return self._bytes + size * steps <= self.max_bytes
 
     def store(self, key, model, states: list[Resume], elapsed: list[float]) -> None:
+        if key in self._entries:  # the same trajectory again (a job rerun in this process): replace it
+            self._bytes -= sum(_state_bytes(state) for state in self._entries[key][1])
         self._bytes += sum(_state_bytes(state) for state in states)
         self._entries[key] = (model, states, elapsed)  # the model is held so that id(model) stays unique
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import resource
 import sys
 from pathlib import Path
@@ -47,16 +48,23 @@ def _reset_rss_peak() -> bool:
     return True
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, looked up once (finding the C library runs ldconfig); None elsewhere."""
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
 def _release_free_memory() -> None:
     """Return the C allocator's free memory to the system (glibc's ``malloc_trim``), so that the
     block's peak growth is its own working memory, not what an earlier stage happened to leave
     cached in the allocator (which differs with the number of threads that stage used)."""
-    name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and name:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _maxrss_bytes() -> int:
