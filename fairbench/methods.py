@@ -48,6 +48,9 @@ class MethodContext:
     model: Denoiser
     guidance: GuidanceClassifier | None = None
     search_tau: Callable[[str, int, tuple[int, int]], int] | None = None
+    # `search_points(search, batch_size, cycle)`: the k - 1 transition points of cyclic switching
+    # along ``cycle`` (the one-place move of every flat value), searched on the run's model
+    search_points: Callable[[str, int, tuple[int, ...]], tuple[int, ...]] | None = None
 
 
 class Method:
@@ -237,6 +240,134 @@ class AttributeSwitching(Method):
 
     def run_metrics(self) -> dict[str, Any]:
         return {"tau": self.tau}
+
+
+# The searches a cyclic switching's `taus` may name (`fairbench.tau_search.CYCLIC_SEARCHES`).
+CYCLIC_SEARCHES = ("direct", "sweep")
+
+
+@dataclass(frozen=True)
+class CyclicParams:
+    """``taus``: k - 1 transition points (training timesteps or fractions of T), or the name of a search."""
+
+    taus: list[int | float] | str
+    search_batch_size: int = 256  # noises per group for a search; only used when taus names one
+    # One axis of a product attribute to cycle, the others kept; None: the whole condition
+    switch_attribute: str | None = None
+
+    def validate(self, where: str) -> None:
+        if isinstance(self.taus, str):
+            if self.taus not in CYCLIC_SEARCHES:
+                raise FairbenchError(f"{where}.taus = {self.taus!r} is not a search.{suggest(self.taus, list(CYCLIC_SEARCHES))}")
+        elif not self.taus:
+            raise FairbenchError(f"{where}.taus must list k - 1 transition points (k values), or name a search")
+        positive(self.search_batch_size, f"{where}.search_batch_size")
+
+
+@dataclass(frozen=True)
+class CyclicSwitching(Method):
+    """Cyclic switching: the condition moves ``a -> a+1 -> ... -> a+k-1`` (mod k) at k - 1 points.
+
+    With transition points ``tau_1 >= tau_2 >= ... >= tau_(k-1)`` on the training-timestep grid
+    (as Algorithm 1's tau), a step at timestep t conditions on ``target^j(a)``, where
+    ``j = #{i : t <= tau_i}`` is its stage and ``target`` moves a value one place along the
+    cycle (default ``(a + 1) mod k``). With k = 2 it is `AttributeSwitching` at ``tau_1``.
+
+    Why: with one switch, request a ends as ``c_1 mu_a + c_2 mu_(a+1)``-like mixtures of two
+    values, and for k >= 3 the k requests cannot coincide unless both weights vanish. Cycling
+    through every value gives request a the mixture ``sum_j c_j mu_(a+j)``, and equal stage
+    weights ``c_j`` make every request the same (docs/method.md; the exact points on the
+    analytic model: `fairbench.models.gaussian.exact_cyclic_points`). No extra model
+    evaluation: each step still makes one.
+
+    On a product attribute (`fairbench.models.base.AttributeAxes`) ``switch_attribute`` names
+    the axis to cycle (k is then that axis's number of values); the other axes are kept.
+    """
+
+    taus: tuple[int, ...]
+    target: tuple[int, ...] | None = None
+    switch_attribute: str | None = None
+    name: ClassVar[str] = "cyclic_switching"
+    Params: ClassVar[type] = CyclicParams
+    example: ClassVar[dict[str, Any]] = {"taus": [500]}
+
+    @property
+    def final_rule(self) -> str:  # type: ignore[override]
+        moves = sum(1 for tau in self.taus if tau >= 0)
+        if self.switch_attribute is None:
+            return f"the last value of the cycle: (requested + {moves}) mod k"
+        return f"the last value of the cycle: {self.switch_attribute!r} moved {moves} places, the other attributes kept"
+
+    @staticmethod
+    def cycle_length(params: CyclicParams, model: Denoiser) -> int:
+        """k: the number of values the cycle goes through."""
+        if params.switch_attribute is None:
+            return model.num_attributes
+        axes = model.attribute_axes
+        return axes.sizes[axes.axis(params.switch_attribute)]
+
+    @classmethod
+    def check_context(cls, params: CyclicParams, context: MethodContext, where: str) -> None:
+        AttributeSwitching.check_context(params, context, where)  # the same switch_attribute rules
+        k = cls.cycle_length(params, context.model)
+        if not isinstance(params.taus, str) and len(params.taus) != k - 1:
+            axis = "" if params.switch_attribute is None else f" of {params.switch_attribute!r}"
+            raise FairbenchError(
+                f"{where}.taus must list k - 1 = {k - 1} transition points for the {k} values{axis}, got {len(params.taus)}"
+            )
+
+    @classmethod
+    def build(cls, params: CyclicParams, context: MethodContext) -> "CyclicSwitching":
+        cls.check_context(params, context, "method")
+        model = context.model
+        target = None
+        if params.switch_attribute is not None:
+            axes = model.attribute_axes
+            target = axes.switch_target(axes.axis(params.switch_attribute))
+        if isinstance(params.taus, str):
+            if context.search_points is None:
+                raise FairbenchError(f"taus = {params.taus!r} needs a search, which this run does not provide")
+            cycle = target or tuple((a + 1) % model.num_attributes for a in range(model.num_attributes))
+            taus = context.search_points(params.taus, params.search_batch_size, cycle)
+        else:
+            taus = tuple(resolve_tau(tau, model.num_train_timesteps) for tau in params.taus)
+            if any(a < b for a, b in zip(taus, taus[1:])):
+                raise FairbenchError(f"method.taus must be in descending order (tau_1 >= tau_2 >= ...), got {list(taus)}")
+        return cls(taus=tuple(taus), target=target, switch_attribute=params.switch_attribute)
+
+    @classmethod
+    def recorded(cls, params: CyclicParams, given: dict[str, Any]) -> dict[str, Any]:
+        return AttributeSwitching.recorded(params, given)  # type: ignore[arg-type]
+
+    @classmethod
+    def check_model(cls, params: CyclicParams, num_train_timesteps: int, where: str) -> None:
+        if not isinstance(params.taus, str):
+            taus = [resolve_tau(tau, num_train_timesteps) for tau in params.taus]
+            if any(a < b for a, b in zip(taus, taus[1:])):
+                raise FairbenchError(f"{where}.taus must be in descending order (tau_1 >= tau_2 >= ...), got {taus}")
+
+    def moved(self, requested: torch.Tensor, k: int, moves: int) -> torch.Tensor:
+        """The value `moves` places along the cycle from each request."""
+        value = requested
+        for _ in range(moves):
+            value = derangement(value, k, self.target)
+        return value
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return one_hot(self.moved(requested, k, sum(1 for tau in self.taus if t <= tau)), k)
+
+    def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return self.moved(requested, k, sum(1 for tau in self.taus if tau >= 0))
+
+    def conditional_prefix(self, timesteps: list[int]) -> int:
+        return next((i for i, t in enumerate(timesteps) if t <= max(self.taus)), len(timesteps))
+
+    def params(self) -> dict[str, Any]:
+        shown = {"taus": list(self.taus), "target": "next value, cyclically" if self.target is None else list(self.target)}
+        return shown | ({} if self.switch_attribute is None else {"switch_attribute": self.switch_attribute})
+
+    def run_metrics(self) -> dict[str, Any]:
+        return {"taus": list(self.taus)}
 
 
 @dataclass(frozen=True)
@@ -581,6 +712,7 @@ class PromptQueuing(NullPrefixSwitching):
 METHODS: dict[str, type[Method]] = {
     "conditional": Conditional,
     "attribute_switching": AttributeSwitching,
+    "cyclic_switching": CyclicSwitching,
     "embedding_mixing": EmbeddingMixing,
     "classifier_guidance": ClassifierGuidance,
     "random_condition": RandomCondition,
@@ -598,6 +730,23 @@ def assigned(method: Method, requested: torch.Tensor, k: int, *, seed: int, indi
     """The values the sampler conditions on for these samples: the request, unless the method assigns its own."""
     assign = getattr(method, "assign", None)
     return requested if assign is None else assign(requested, k, seed, indices)
+
+
+def single_switch_advice(method_class: type[Method], params: Any, model: Denoiser) -> str | None:
+    """The one warning line for attribute switching on an attribute (or axis) of k >= 3 values, else None.
+
+    One switch ends request a as a mixture of two values, ``c_1 mu_a + c_2 mu_(a+1)``; for
+    k >= 3 the k requests coincide only where ``c_1 = c_2 = 0`` (docs/method.md), so no tau is fair.
+    """
+    if method_class is not AttributeSwitching:
+        return None
+    axis = getattr(params, "switch_attribute", None)
+    k = model.num_attributes if axis is None else CyclicSwitching.cycle_length(params, model)
+    if k < 3:
+        return None
+    what = "the sensitive attribute" if axis is None else f"{axis!r}"
+    return (f"fairbench: warning: attribute_switching switches {what} ({k} values) once, and with 3 or more values no "
+            f"single switch is fair; cyclic_switching moves through every value (docs/method.md)")
 
 
 def resolve_tau(value: int | float, num_train_timesteps: int) -> int:

@@ -29,7 +29,7 @@ from .errors import FairbenchError, lookup
 from .figures import write_figures
 from .html_report import write_html
 from .leaderboard import write_leaderboard
-from .methods import Conditional, MethodContext, assigned
+from .methods import Conditional, MethodContext, assigned, single_switch_advice
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
@@ -39,7 +39,7 @@ from .records import Record, atomic_write_text, make_record, provenance, read_js
 from .sample_files import write_sample_folder
 from .sampling import PrefixCache, SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
-from .tau_search import TauSearchResult, run_search
+from .tau_search import TauSearchResult, run_cyclic_search, run_search
 
 def choose_device(requested: str | None = None) -> str:
     if requested in (None, "auto"):
@@ -120,6 +120,20 @@ def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, b
     return result
 
 
+def _cyclic_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, batch_size: int,
+                   cycle: tuple[int, ...]) -> TauSearchResult:
+    path = out_dir / "searches" / f"{job.key[:16]}.json"
+    if path.exists():
+        return TauSearchResult.from_json(read_json(path))
+    config = job.config
+    result = run_cyclic_search(
+        kind, setup, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
+        seed=job.seed, batch_size=batch_size, device=device, clip_sample=config.clip_sample(), cycle=cycle,
+    )
+    atomic_write_text(path, json.dumps(result.as_json() | {"wall_s": result.wall_s}) + "\n")
+    return result
+
+
 # Conditional trajectories of this process: switching jobs continue from them (`PrefixCache`).
 PREFIXES = PrefixCache()
 
@@ -176,7 +190,11 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
         searches.append(_tau_search(job, setup, out_dir, device, kind, batch_size, pair))
         return searches[-1].tau
 
-    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=search)
+    def search_points(kind: str, batch_size: int, cycle: tuple[int, ...]) -> tuple[int, ...]:
+        searches.append(_cyclic_search(job, setup, out_dir, device, kind, batch_size, cycle))
+        return searches[-1].points
+
+    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=search, search_points=search_points)
     method = spec.method_class.build(spec.options(), context)
     search = searches[0] if searches else None
     kept = PREFIXES.bytes
@@ -344,6 +362,10 @@ def run_benchmark(
     setups = SetupCache(device)
     for config in configs:  # build and validate every cell before writing anything
         setups(config)
+    advice = {line for config in configs for spec in config.methods
+              if (line := single_switch_advice(spec.method_class, spec.options(), setups(config).model)) is not None}
+    for line in sorted(advice):
+        log(line)
     prepare_output(out_dir)
     jobs = plan(configs)
     records = execute(jobs, out_dir, device=device, log=log, setups=setups)
@@ -369,7 +391,9 @@ def write_job_samples(job: Job, record: dict, setup: Setup, out_dir: Path) -> Pa
     k = setup.model.num_attributes
     requested = requested_values(len(samples), k)
     tau = record["metrics"].get("tau")  # a searched tau is not searched again
-    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=lambda kind, batch_size, pair: tau)
+    points = tuple(record["metrics"].get("taus") or ())
+    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=lambda kind, batch_size, pair: tau,
+                            search_points=lambda kind, batch_size, cycle: points)
     method = job.method.method_class.build(job.method.options(), context)
     final = method.final(assigned(method, requested, k, seed=job.seed, indices=range(len(samples))), k)
     return write_sample_folder(out_dir / "samples" / job.key[:16], samples, requested, final, setup.model.attribute_names)

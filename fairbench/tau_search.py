@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .errors import FairbenchError, lookup
-from .methods import AttributeSwitching, Conditional
+from .methods import AttributeSwitching, Conditional, CyclicSwitching
 from .metrics import fairness
 from .models.base import Denoiser
 from .noise import StepNoise, initial_noise
@@ -47,18 +47,23 @@ class TauSearchResult:
     wall_s: float
     details: dict = field(default_factory=dict)
     band: list[tuple[float, float]] | None = None  # an interval per curve point, where the search has one
+    points: tuple[int, ...] | None = None  # cyclic switching's k - 1 transition points (tau = points[0])
 
     def as_json(self) -> dict:
         out = {"tau": self.tau, "search": self.search, "curve": [[t, v] for t, v in self.curve], "nfe": self.nfe}
         if self.band is not None:
             out["band"] = [[lo, hi] for lo, hi in self.band]
+        if self.points is not None:
+            out["points"] = list(self.points)
+            out["evaluated"] = self.details.get("evaluated", [])
         return out
 
     @classmethod
     def from_json(cls, saved: dict) -> "TauSearchResult":
-        band = saved.get("band")
+        band, points = saved.get("band"), saved.get("points")
         return cls(saved["tau"], saved["search"], [tuple(p) for p in saved["curve"]], saved["nfe"], saved.get("wall_s", 0.0),
-                   band=[tuple(b) for b in band] if band is not None else None)
+                   band=[tuple(b) for b in band] if band is not None else None,
+                   points=tuple(points) if points is not None else None)
 
 
 def candidate_taus(timesteps: list[int]) -> list[int]:
@@ -470,6 +475,269 @@ def direct_mean_search(
 
 
 # ---------------------------------------------------------------------------------------------
+# Cyclic switching: k - 1 transition points
+
+
+class CycledGroups:
+    """One noise batch sampled as each of the k requests of a cycle under cyclic switching.
+
+    ``cycle[a]`` is the value one place after flat value a; the groups are the orbit of value
+    0 (``v_0 = 0``, ``v_(i+1) = cycle[v_i]``), ``batch_size`` samples each, all from the same
+    noise. `outputs(positions)` samples the candidate whose transition points sit at candidate
+    `positions` (descending; 0 is tau = -1, p >= 1 the p-th smallest visited timestep).
+    Trajectories are shared: every state is kept under the stages its steps used so far, and
+    a candidate resumes from the longest prefix of stages already sampled, so a candidate that
+    moves only the later points re-samples only the steps after them. `nfe` counts the model
+    evaluations of the whole batch, one per sample per step run.
+    """
+
+    def __init__(self, model: Denoiser, *, scheduler_name: str, steps: int, seed: int, batch_size: int,
+                 cycle: tuple[int, ...], device, clip_sample: bool):
+        self.model, self.scheduler_name, self.steps, self.clip_sample = model, scheduler_name, steps, clip_sample
+        self.cycle, self.seed = tuple(cycle), seed
+        orbit = [0]
+        while cycle[orbit[-1]] != 0:
+            orbit.append(cycle[orbit[-1]])
+        self.orbit, self.k = orbit, len(orbit)
+        self.batch_size = batch_size
+        noise = _search_noise(model, seed, batch_size, device)
+        self.noise = torch.cat([noise] * self.k)
+        self.requested = torch.cat([torch.full((batch_size,), v) for v in orbit]).to(device)
+        self.labels = np.repeat(np.arange(self.k), batch_size)  # group index per row
+        self.indices = list(range(batch_size)) * self.k
+        scheduler = make_scheduler(scheduler_name, clip_sample=clip_sample, **model.scheduler_config())
+        scheduler.set_timesteps(steps)
+        self.timesteps = [int(t) for t in scheduler.timesteps]
+        self.candidates = candidate_taus(self.timesteps)
+        self._states: dict[tuple[int, ...], Resume] = {}
+        self._outputs: dict[tuple[int, ...], torch.Tensor] = {}
+        self.steps_run = 0
+
+    @property
+    def nfe(self) -> int:
+        return self.steps_run * self.k * self.batch_size
+
+    def taus(self, positions: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(self.candidates[p] for p in positions)
+
+    def outputs(self, positions: tuple[int, ...]) -> torch.Tensor:
+        """Samples ``[k B, ...]`` (group i in rows ``i B .. (i + 1) B``) at the candidate `positions`."""
+        positions = tuple(positions)
+        if positions in self._outputs:
+            return self._outputs[positions]
+        taus = self.taus(positions)
+        stages = tuple(sum(1 for tau in taus if t <= tau) for t in self.timesteps)
+        start = max((i for i in range(1, len(stages) + 1) if stages[:i] in self._states), default=0)
+        resume = None
+        if start:
+            kept = self._states[stages[:start]]
+            resume = Resume(kept.index, kept.x, copy.deepcopy(kept.scheduler))
+
+        def keep(step: Step) -> None:
+            self._states[stages[: step.index + 1]] = Resume(step.index + 1, step.prev_sample.clone(), copy.deepcopy(step.scheduler))
+
+        method = CyclicSwitching(taus=taus, target=self.cycle)
+        x, _, _ = denoise(self.model, method, None if resume else self.noise, self.requested,
+                          scheduler_name=self.scheduler_name, steps=self.steps, step_noise=StepNoise(self.seed, self.indices),
+                          on_step=keep, resume=resume, clip_sample=self.clip_sample)
+        self.steps_run += len(self.timesteps) - start
+        self._outputs[positions] = x
+        return x
+
+
+def equal_weight_points(model: Denoiser, groups: CycledGroups, *, features: Features, device) -> tuple[tuple[int, ...], int]:
+    """Starting points that give every stage the same measured weight, and their cost in model evaluations.
+
+    The switch ``v_0 -> v_1`` at tau and its mirror ``v_1 -> v_0`` (`SwitchedPair`, the same
+    noise as `groups`) give ``gap(tau) = <f_01 - f_10, d> / <d, d>`` with ``d`` the mean feature
+    difference at tau = -1 (`direct_mean_search`). On the analytic model, with ``L(tau)`` the
+    DDIM weight of the steps with ``t <= tau`` and ``G`` the total, the means are linear in the
+    weights and ``gap(tau) = 1 - 2 L(tau) / G`` exactly, so ``(1 - gap) / 2`` measures the
+    weight past tau. Stage weights are equal where ``L(tau_j) / G = (k - j) / k``, that is
+    ``gap(tau_j) = 1 - 2 (k - j) / k``; each point is found by bisection (gap falls from 1 at
+    tau = -1 to -1 at the first visited timestep), the candidate closer to the level kept.
+    On a trained model the projection sees only one direction, so these points only start the
+    search (the k = 2 level is the `direct_mean` tau).
+    """
+    pair = SwitchedPair(model, scheduler_name=groups.scheduler_name, steps=groups.steps, seed=groups.seed,
+                        batch_size=groups.batch_size, s0=groups.orbit[0], s1=groups.orbit[1], device=device,
+                        clip_sample=groups.clip_sample)
+    pair.run_prefix(range(len(pair.candidates)))
+    batch, gaps, means = groups.batch_size, {}, {}
+
+    def mean_difference(position: int) -> torch.Tensor:
+        if position not in means:
+            f = features(pair.switched(position)).detach().cpu().to(torch.float64).reshape(2 * batch, -1)
+            means[position] = f[:batch].mean(0) - f[batch:].mean(0)
+        return means[position]
+
+    direction = mean_difference(0)
+    norm = float(direction @ direction) or 1.0
+
+    def gap(position: int) -> float:
+        if position not in gaps:
+            gaps[position] = float(mean_difference(position) @ direction) / norm
+        return gaps[position]
+
+    k, last = groups.k, len(pair.candidates) - 1
+    points = []
+    for j in range(1, k):
+        level = 1.0 - 2.0 * (k - j) / k
+        lo, hi = 0, last
+        if gap(hi) > level:
+            points.append(hi)
+            continue
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if gap(mid) > level else (lo, mid)
+        points.append(lo if abs(gap(lo) - level) <= abs(gap(hi) - level) else hi)
+    return tuple(sorted(points, reverse=True)), pair.nfe
+
+
+def _coordinate_descent(groups: CycledGroups, objective: Callable[[tuple[int, ...]], float], start: tuple[int, ...], *,
+                        minimise: Callable[[Callable[[int], float], int], int], rounds: int) -> tuple[tuple[int, ...], dict]:
+    """Minimise `objective` over descending candidate positions ``p_1 >= ... >= p_(k-1)``, one point at a time.
+
+    Starts from `start` (`equal_weight_points`); each round moves every point in turn to the
+    minimiser (`minimise(f, count)` over the ``count`` positions between its neighbours) with
+    the others fixed, and keeps the move only if it lowers the objective; stops after a round
+    that moves nothing, or after `rounds`. Returns the points and every evaluated value.
+    """
+    n, k = len(groups.timesteps), groups.k
+    points = list(start)
+    values: dict[tuple[int, ...], float] = {}
+
+    def value(candidate: tuple[int, ...]) -> float:
+        if candidate not in values:
+            values[candidate] = float(objective(candidate))
+        return values[candidate]
+
+    for _ in range(rounds):
+        moved = False
+        for j in range(k - 1):
+            hi = points[j - 1] if j > 0 else n
+            lo = points[j + 1] if j + 1 < k - 1 else 0
+
+            def along(offset: int, j=j, lo=lo) -> float:
+                return value(tuple(points[:j] + [lo + offset] + points[j + 1:]))
+
+            best = lo + minimise(along, hi - lo + 1)
+            if best != points[j] and value(tuple(points[:j] + [best] + points[j + 1:])) < value(tuple(points)):
+                points[j], moved = best, True
+        if not moved:
+            break
+    return tuple(points), values
+
+
+def _pairwise_mmd(f: np.ndarray, k: int, batch_size: int) -> float:
+    """``sum_{a < b} MMD^2_u`` between the k groups' features (`unbiased_mmd2`).
+
+    The sum rather than the largest pair: it is zero exactly when the largest is (up to
+    noise), and smooth where two pairs trade places, so moving one point at a time does not
+    stall on the kink of a maximum."""
+    groups = [f[i * batch_size:(i + 1) * batch_size] for i in range(k)]
+    return sum(unbiased_mmd2(groups[a], groups[b]) for a in range(k) for b in range(a + 1, k))
+
+
+def cyclic_direct_search(
+    model: Denoiser,
+    *,
+    scheduler_name: str,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    cycle: tuple[int, ...],
+    features: Features | None = None,
+    coarse: int = 9,
+    rounds: int = 4,
+    device="cpu",
+    clip_sample: bool = False,
+) -> TauSearchResult:
+    """The k - 1 transition points whose cycled groups are closest as distributions (MMD).
+
+    Each candidate samples the same noise batch as every request of the cycle (`CycledGroups`)
+    and scores ``sum_{a < b} MMD^2_u`` between the groups' features (`_pairwise_mmd`; the
+    epsilon estimator's features). Coordinate descent (`_coordinate_descent`) moves one point
+    at a time to the minimum along it, found as the single-switch direct search finds tau
+    (`bracket_minimum`: a coarse grid of `coarse` positions, then local refinement).
+    k = 2 is the direct search without its early stop. Cost: ``k B`` model evaluations per
+    step run, the steps before a candidate's first changed stage shared with earlier ones.
+    """
+    start = time.perf_counter()
+    features = features or _default_features
+    groups = CycledGroups(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
+                          cycle=cycle, device=device, clip_sample=clip_sample)
+
+    def discrepancy(positions: tuple[int, ...]) -> float:
+        f = features(groups.outputs(positions)).detach().cpu().to(torch.float64).numpy().reshape(groups.k * batch_size, -1)
+        return _pairwise_mmd(f, groups.k, batch_size)
+
+    def minimise(along: Callable[[int], float], count: int) -> int:
+        return bracket_minimum(along, count, coarse=coarse)[0]
+
+    initial, initial_nfe = equal_weight_points(model, groups, features=features, device=device)
+    best, values = _coordinate_descent(groups, discrepancy, initial, minimise=minimise, rounds=rounds)
+    return _points_result("direct", groups, best, values, start, initial_nfe,
+                          {"statistic": "mmd", "coarse": coarse, "rounds": rounds, "start": list(groups.taus(initial))})
+
+
+def cyclic_sweep_search(
+    model: Denoiser,
+    *,
+    scheduler_name: str,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    cycle: tuple[int, ...],
+    features: Features | None = None,
+    stride: int = 1,
+    rounds: int = 4,
+    epsilon_options: dict[str, Any] | None = None,
+    device="cpu",
+    clip_sample: bool = False,
+) -> TauSearchResult:
+    """The leaderboard's epsilon estimator (largest pairwise value) along each point in turn.
+
+    Coordinate descent (`_coordinate_descent`) with a full scan per point: every `stride`-th
+    position between the point's neighbours (both ends included) is sampled as every request of
+    the cycle on common noise (`CycledGroups`) and scored by
+    `fairbench.metrics.fairness.epsilon_fairness`; the point moves to the lowest. The curve is
+    every evaluated candidate.
+    """
+    if not (isinstance(stride, int) and stride >= 1):
+        raise FairbenchError(f"sweep stride must be a positive integer, got {stride!r}")
+    start = time.perf_counter()
+    features = features or _default_features
+    groups = CycledGroups(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
+                          cycle=cycle, device=device, clip_sample=clip_sample)
+
+    def epsilon(positions: tuple[int, ...]) -> float:
+        f = features(groups.outputs(positions)).detach().cpu().numpy()
+        return float(fairness.epsilon_fairness(f, groups.labels, seed=seed, **(epsilon_options or {})).value)
+
+    def minimise(along: Callable[[int], float], count: int) -> int:
+        scanned = sorted(set(range(0, count, stride)) | {count - 1})
+        return min(scanned, key=along)
+
+    initial, initial_nfe = equal_weight_points(model, groups, features=features, device=device)
+    best, values = _coordinate_descent(groups, epsilon, initial, minimise=minimise, rounds=rounds)
+    return _points_result("sweep", groups, best, values, start, initial_nfe,
+                          {"stride": stride, "rounds": rounds, "start": list(groups.taus(initial))})
+
+
+def _points_result(search: str, groups: CycledGroups, best: tuple[int, ...], values: dict, start: float,
+                   initial_nfe: int, details: dict) -> TauSearchResult:
+    """A cyclic search's result: ``points`` the chosen transition points, the curve every evaluated
+    candidate as ``(tau_1, value)`` with the full points in ``details["evaluated"]``; the cost is
+    the starting points' and the descent's model evaluations."""
+    taus = groups.taus(best)
+    evaluated = [[list(groups.taus(p)), v] for p, v in sorted(values.items(), reverse=True)]
+    curve = sorted((groups.taus(p)[0], v) for p, v in values.items())
+    return TauSearchResult(taus[0], search, curve, nfe=initial_nfe + groups.nfe, wall_s=time.perf_counter() - start,
+                           details=details | {"evaluated": evaluated}, points=taus)
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry
 
 
@@ -488,6 +756,23 @@ SEARCHES: dict[str, TauSearch] = {
     "direct_mean": TauSearch(direct_mean_search, "balance", "bisection on the projected mean difference of the switched groups"),
     "sweep": TauSearch(sweep_search, "epsilon", "the epsilon estimator at every candidate tau, with its interval"),
 }
+
+
+# The searches for cyclic switching's k - 1 points; each measures the features its single-tau
+# namesake measures (`search_features`).
+CYCLIC_SEARCHES: dict[str, Callable[..., TauSearchResult]] = {
+    "direct": cyclic_direct_search,
+    "sweep": cyclic_sweep_search,
+}
+
+
+def run_cyclic_search(kind: str, setup, **kwargs) -> TauSearchResult:
+    """Cyclic search `kind` (`CYCLIC_SEARCHES`) on a run's `Setup`, on the features its namesake measures."""
+    search = lookup(CYCLIC_SEARCHES, kind, "cyclic switching search")
+    features = search_features(kind, setup)
+    if features is not None:
+        kwargs["features"] = features
+    return search(setup.model, **kwargs)
 
 
 def search_tau(kind: str, model: Denoiser, **kwargs) -> TauSearchResult:

@@ -21,6 +21,7 @@ switch, the epsilon estimator and the tau searches (METHOD.md, "The analytic Gau
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -212,6 +213,98 @@ def exact_switching_tv(model: GaussianModel, steps: int, tau: int, s0: int = 0, 
 def exact_optimal_tau(model: GaussianModel, steps: int, s0: int = 0, s1: int = 1) -> tuple[int, float]:
     """The tau (on the visited grid) with the smallest exact TV, and that TV."""
     return min(exact_tv_curve(model, steps, s0, s1), key=lambda pair: pair[1])
+
+
+def cyclic_mixtures(timesteps: list[int], points, request: int, k: int) -> list[torch.Tensor]:
+    """Per-step condition mixtures of cyclic switching for `request` at transition `points`.
+
+    Points ``tau_1 > ... > tau_(k-1)`` cut the visited steps into k stages; stage j conditions on
+    ``(request + j) mod k``. An integer point is a training timestep with Algorithm 1's rule (a
+    step is past it when ``t <= tau``), exactly as `fairbench.methods.CyclicSwitching` samples.
+    A float point is the continuous relaxation: with ``t_i`` the visited timesteps (descending)
+    and ``t_n = -1``, step i is past ``tau`` by the fraction
+    ``f_i(tau) = clip((tau - t_(i+1)) / (t_i - t_(i+1)), 0, 1)`` and conditions on the mixture of
+    its stages with those fractions. On grid values (a visited timestep or -1) both rules agree.
+    """
+    eye = torch.eye(k, dtype=torch.float64)
+    below = list(timesteps[1:]) + [-1]
+    rows = []
+    for t, t_next in zip(timesteps, below):
+        past = [1.0]  # fraction of the step in stage >= j, j = 0..k
+        for point in points:
+            if isinstance(point, float):
+                past.append(min(max((point - t_next) / (t - t_next), 0.0), 1.0))
+            else:
+                past.append(1.0 if t <= point else 0.0)
+        past.append(0.0)
+        rows.append(sum((past[j] - past[j + 1]) * eye[(request + j) % k] for j in range(k)))
+    return rows
+
+
+def exact_cyclic_tv(model: GaussianModel, steps: int, points) -> float:
+    """Exact max pairwise TV between the k requested groups of cyclic switching at `points` (DDIM).
+
+    Group a's output is ``N(sum_j c_j mu_(a+j), A^2 I)`` with ``c_j`` the sum of the DDIM
+    weights ``g_i`` (`ddim_coefficients`) over stage j; the TV of two groups is
+    ``2 Phi(||m_a - m_b|| / (2|A|)) - 1`` (`gaussian_tv`). `points` as in `cyclic_mixtures`.
+    """
+    timesteps, _, _ = ddim_coefficients(model, steps)
+    k = model.num_attributes
+    laws = [ddim_output(model, steps, cyclic_mixtures(timesteps, points, a, k)) for a in range(k)]
+    return max(gaussian_tv(laws[a], laws[b]) for a in range(k) for b in range(a + 1, k))
+
+
+def exact_cyclic_points(model: GaussianModel, steps: int) -> list[float]:
+    """The transition points (continuous relaxation, `cyclic_mixtures`) at which every ``c_j`` is equal.
+
+    The weight past a point, ``L(tau) = sum_i g_i f_i(tau)``, is piecewise linear and
+    increasing from ``L(-1) = 0`` to ``L(t_0) = G = sum_i g_i`` (every ``g_i > 0`` under DDIM).
+    ``c_j = L(tau_j) - L(tau_(j+1))`` (``L(tau_0) = G``, ``L(tau_k) = 0``), so all ``c_j = G / k``
+    exactly when ``L(tau_j) = G (k - j) / k``: each point inverts ``L`` on one linear piece.
+    Then every group's mean is ``(G / k) sum_a mu_a`` and the groups are identical (TV = 0).
+    In general these points fall between visited timesteps: the step that holds one conditions
+    on a mixture of two consecutive values (`cyclic_mixtures`); on the grid alone the best is
+    `exact_cyclic_grid_optimum`.
+    """
+    timesteps, g, _ = ddim_coefficients(model, steps)
+    if float(g.min()) <= 0.0:
+        raise ValueError("the DDIM weights are not all positive: the cumulative weight cannot be inverted")
+    k = model.num_attributes
+    below = list(timesteps[1:]) + [-1]
+    weights = [float(v) for v in g]
+    total = sum(weights)
+    points = []
+    for j in range(1, k):
+        wanted = total * (k - j) / k  # weight of the steps past tau_j
+        late = 0.0  # weight of the steps after step i (smaller t)
+        for i in reversed(range(len(timesteps))):
+            if late + weights[i] >= wanted:
+                fraction = (wanted - late) / weights[i]
+                points.append(below[i] + fraction * (timesteps[i] - below[i]))
+                break
+            late += weights[i]
+    return points
+
+
+def exact_cyclic_grid_optimum(model: GaussianModel, steps: int) -> tuple[tuple[int, ...], float]:
+    """The transition points on the grid (-1 and the visited timesteps) with the smallest exact
+    max pairwise TV, by exhaustion of every ``tau_1 >= ... >= tau_(k-1)``, and that TV."""
+    timesteps, g, scale = ddim_coefficients(model, steps)
+    k = model.num_attributes
+    candidates = [-1] + sorted(timesteps)
+    late = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.flip(g, [0]), 0)])  # L at each candidate
+    combos = torch.tensor(list(itertools.combinations_with_replacement(range(len(candidates)), k - 1)))
+    combos = torch.flip(combos, [1])  # descending positions: tau_1 >= ... >= tau_(k-1)
+    bounds = torch.cat([torch.full((len(combos), 1), len(candidates) - 1), combos, torch.zeros(len(combos), 1, dtype=torch.long)], 1)
+    levels = late[bounds]
+    levels[:, 0] = float(g.sum())
+    c = levels[:, :-1] - levels[:, 1:]  # [combos, k]: c_j
+    shifted = torch.stack([model.means[[(a + j) % k for j in range(k)]] for a in range(k)])  # [a, j, d]
+    means = torch.einsum("nj,ajd->nad", c, shifted)
+    gaps = torch.stack([torch.linalg.vector_norm(means[:, a] - means[:, b], dim=-1)
+                        for a in range(k) for b in range(a + 1, k)], 1).amax(1)
+    best = int(torch.argmin(gaps))
+    return tuple(candidates[int(p)] for p in combos[best]), _tv_from_distance(float(gaps[best]), scale)
 
 
 def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, steps: int) -> dict:
