@@ -337,7 +337,11 @@ class CyclicSwitching(Method):
 
     @classmethod
     def recorded(cls, params: CyclicParams, given: dict[str, Any]) -> dict[str, Any]:
-        return AttributeSwitching.recorded(params, given)  # type: ignore[arg-type]
+        # The search's batch size changes the result only when the points are searched.
+        out = {k: v for k, v in given.items() if k != "search_batch_size"}
+        if isinstance(params.taus, str):
+            out["search_batch_size"] = params.search_batch_size
+        return out
 
     @classmethod
     def check_model(cls, params: CyclicParams, num_train_timesteps: int, where: str) -> None:
