@@ -243,7 +243,7 @@ class AttributeSwitching(Method):
 
 
 # The searches a cyclic switching's `taus` may name (`fairbench.tau_search.CYCLIC_SEARCHES`).
-CYCLIC_SEARCHES = ("direct", "sweep")
+CYCLIC_SEARCHES = ("reference", "direct", "sweep")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ instead of ``n (n + 1)``, about half.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -725,6 +726,70 @@ def cyclic_sweep_search(
                           {"stride": stride, "rounds": rounds, "start": list(groups.taus(initial))})
 
 
+def cyclic_reference_search(
+    model: Denoiser,
+    *,
+    scheduler_name: str,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    cycle: tuple[int, ...],
+    device="cpu",
+    clip_sample: bool = False,
+) -> TauSearchResult:
+    """Algorithm 2 carried to k - 1 points: equal raw stage sums of its per-step differences.
+
+    Algorithm 2's two unswitched trajectories (``v_0`` and ``v_1 = cycle[v_0]``, one batched
+    run) give ``delta_t = beta_t (eps(x_t^(0), t, v_0) - eps(x_t^(1), t, v_1))`` at every
+    visited step (`reference_search`). With ``S_j`` the sum of ``delta_t`` over stage j, the
+    points minimise
+
+        D(tau_1, ..., tau_(k-1)) = mean_pixels sum_{j < l} || S_j - S_l ||_2,batch
+
+    over every descending set of candidates (the sums are prefix sums, so the exhaustive
+    minimum costs no model evaluation); k = 2 is Algorithm 2's ``D(tau)``. Cost: ``2 B n``.
+    It inherits Algorithm 2's blind spot: a step's difference is not weighted by how the
+    sampler carries it to the output (docs/tau-search.md).
+    """
+    start = time.perf_counter()
+    groups = CycledGroups(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=1,
+                          cycle=cycle, device=device, clip_sample=clip_sample)  # for the orbit and the grid
+    scheduler = make_scheduler(scheduler_name, clip_sample=clip_sample, **model.scheduler_config())
+    timesteps = visited_timesteps(scheduler, steps)
+    abar = scheduler.alphas_cumprod.to(torch.float64)
+    noise = _search_noise(model, seed, batch_size, device)
+    s0, s1 = groups.orbit[0], groups.orbit[1]
+    requested = torch.cat([torch.full((batch_size,), s0), torch.full((batch_size,), s1)]).to(device)
+    deltas = []
+
+    def record(step: Step) -> None:
+        abar_prev = float(abar[timesteps[step.index + 1]]) if step.index + 1 < len(timesteps) else 1.0
+        beta = 1.0 - float(abar[step.t]) / abar_prev
+        deltas.append(beta * (step.eps[:batch_size] - step.eps[batch_size:]).to(torch.float64).cpu())
+
+    _, nfe, _ = denoise(
+        model, Conditional(), torch.cat([noise, noise]), requested, scheduler_name=scheduler_name, steps=steps,
+        step_noise=StepNoise(seed, list(range(batch_size)) * 2), on_step=record, clip_sample=clip_sample,
+    )
+    delta = torch.stack(deltas[::-1])  # ascending t
+    late = torch.cat([torch.zeros_like(delta[0])[None], torch.cumsum(delta, 0)])  # sum over t <= candidate
+    n, k = len(timesteps), groups.k
+    best, best_value, evaluated = None, float("inf"), {}
+    for combo in itertools.combinations_with_replacement(range(n + 1), k - 1):
+        positions = tuple(sorted(combo, reverse=True))
+        bounds = [late[n]] + [late[p] for p in positions] + [late[0]]
+        sums = [bounds[j] - bounds[j + 1] for j in range(k)]
+        value = sum(float(torch.linalg.vector_norm(sums[j] - sums[l], dim=0).mean())
+                    for j in range(k) for l in range(j + 1, k))
+        evaluated[positions] = value
+        if value < best_value:
+            best, best_value = positions, value
+    taus = groups.taus(best)
+    curve = sorted({groups.taus(p)[0]: min(v for q, v in evaluated.items() if q[0] == p[0]) for p in evaluated}.items())
+    return TauSearchResult(taus[0], "reference", curve, nfe=nfe, wall_s=time.perf_counter() - start,
+                           details={"value": best_value}, points=taus)
+
+
 def _points_result(search: str, groups: CycledGroups, best: tuple[int, ...], values: dict, start: float,
                    initial_nfe: int, details: dict) -> TauSearchResult:
     """A cyclic search's result: ``points`` the chosen transition points, the curve every evaluated
@@ -761,6 +826,7 @@ SEARCHES: dict[str, TauSearch] = {
 # The searches for cyclic switching's k - 1 points; each measures the features its single-tau
 # namesake measures (`search_features`).
 CYCLIC_SEARCHES: dict[str, Callable[..., TauSearchResult]] = {
+    "reference": cyclic_reference_search,
     "direct": cyclic_direct_search,
     "sweep": cyclic_sweep_search,
 }
