@@ -229,3 +229,19 @@ def test_sweep_search_lands_next_to_the_exact_points(means):
                                  epsilon_options={"repeats": 1, "subsamples": 2, "permutations": 50, "bootstrap": 50})
     _, grid_tv = exact_cyclic_grid_optimum(model, steps)
     assert exact_cyclic_tv(model, steps, result.points) <= grid_tv + 0.02
+
+
+def test_the_searches_a_config_may_name_are_the_registered_ones():
+    from fairbench import methods, tau_search
+
+    assert set(methods.CYCLIC_SEARCHES) == set(tau_search.CYCLIC_SEARCHES)
+
+
+def test_reference_search_is_algorithm_2_for_two_values():
+    """k = 2: equal raw stage sums is Algorithm 2's D(tau), so both pick the same tau at the same cost."""
+    from fairbench.tau_search import cyclic_reference_search, reference_search
+
+    model = GaussianModel([[-0.5, 0.0], [0.5, 0.2]], 0.5)
+    single = reference_search(model, scheduler_name="ddim", steps=20, seed=0, batch_size=32)
+    cyclic = cyclic_reference_search(model, scheduler_name="ddim", steps=20, seed=0, batch_size=32, cycle=(1, 0))
+    assert cyclic.points == (single.tau,) and cyclic.nfe == single.nfe

@@ -123,3 +123,42 @@ def test_upsampled_resolution_is_bilinear(dataset):
 def test_bad_values_are_one_clear_error(table, message):
     with pytest.raises(FairbenchError, match=message):
         dataset_spec({"name": "digits"} | table)
+
+
+def test_two_levels_is_the_default_dataset_bitwise():
+    default, two = load_dataset({"name": "digits", "bias": 0.8}), load_dataset({"name": "digits", "bias": 0.8, "levels": 2})
+    assert torch.equal(default.tensor, two.tensor) and default.attributes.equals(two.attributes)
+    assert (default.split == two.split).all()
+
+
+def test_three_levels_are_the_terciles_of_each_digits_ink(source):
+    """Oracle: each image's level recomputed from its pixels and its digit's terciles over all 1797."""
+    images, digits = source
+    ink = images.reshape(len(images), -1).sum(1)
+    cuts = {d: np.quantile(ink[digits == d], [1 / 3, 2 / 3]) for d in range(10)}
+    data = load_dataset({"name": "digits", "bias": 0.6, "levels": 3})
+    assert data.attribute_values["stroke"] == ("light", "medium", "heavy")
+    ours_ink = ((data.tensor.numpy().astype(np.float64) + 1.0) * 8.0).reshape(len(data), -1).sum(1)
+    expected = [int((i > cuts[d]).sum()) for i, d in zip(ours_ink, data.labels("digit").numpy())]
+    np.testing.assert_array_equal(data.labels("stroke").numpy(), expected)
+    held_out = data.attributes[data.split != "train"]
+    for level in range(3):  # about a third of each level where no bias is injected
+        assert abs((held_out["stroke"] == level).mean() - 1 / 3) < 0.03
+
+
+@pytest.mark.parametrize("bias", [0.6, 0.8, 1 / 3])
+def test_three_level_bias_favours_the_heaviest_above_five_and_the_lightest_below(bias):
+    data = load_dataset({"name": "digits", "bias": bias, "levels": 3})
+    train = data.subset("train").attributes
+    for digit in range(10):
+        strokes = train.loc[train["digit"] == digit, "stroke"]
+        favoured = 2 if digit >= 5 else 0
+        wanted = np.full(3, (1 - bias) / 2)
+        wanted[favoured] = bias
+        share = np.bincount(strokes, minlength=3) / len(strokes)
+        assert np.abs(share - wanted).max() <= 1.5 / len(strokes), digit  # rounding one image per level
+
+
+def test_levels_other_than_two_or_three_are_refused():
+    with pytest.raises(FairbenchError, match="levels must be one of"):
+        load_dataset({"name": "digits", "levels": 4})
