@@ -25,7 +25,7 @@ from .models import MODEL_KINDS, _load_optional_kinds
 from .report import ValidationSettings, config_tau_report, model_tau_markdown, tau_search_report, write_metrics_validation
 from .runner import choose_device, run_benchmark
 from .schedulers import SCHEDULERS
-from .tau_search import SEARCHES, run_search
+from .tau_search import CYCLIC_SEARCHES, SEARCHES, run_search
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
@@ -99,6 +99,7 @@ def _cmd_ls(args) -> int:
         "models": list(MODEL_KINDS),
         "schedulers": list(SCHEDULERS),
         "tau searches": list(SEARCHES),
+        "cyclic switching searches": list(CYCLIC_SEARCHES),
         "metrics": [f"{name} ({info.direction} is better)" if info.direction != "none" else name for name, info in METRICS.items()],
     }
     _load_builtin()

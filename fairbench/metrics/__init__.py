@@ -330,6 +330,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("peak_mem_basis", "which of the two peak_mem_mb measurements a record holds", "none", "-"),
         MetricInfo("tau", "transition timestep used by attribute switching, on the training grid [-1, T-1]",
                    "none", "Choi et al. 2024, Algorithm 1"),
+        MetricInfo("taus", "transition timesteps of cyclic switching, tau_1 >= ... >= tau_(k-1), on the training grid",
+                   "none", "-"),
         MetricInfo("tau_search_nfe", "model evaluations spent by the tau search, counted per sample", "lower", "-"),
         MetricInfo("tau_search_s", "wall-clock seconds of the tau search", "lower", "-"),
     ]
