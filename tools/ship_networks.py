@@ -5,7 +5,8 @@
 Trains nothing that is not cached already only if the cache holds it; otherwise it trains first
 (as `fairbench train` does). Writes ``fairbench/networks/PROVENANCE.json`` naming, for every
 shipped artifact, the config file and its sha256, the training recipe (spec, data digest,
-format version) and the command that reproduces it.
+format version) and the command that reproduces it. The entries of configs not named on the
+command line are kept, so one config's networks can be shipped without retraining the others.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ from fairbench.config import load_config
 
 def main(paths: list[str]) -> None:
     provenance = {"fairbench": fairbench.__version__, "artifacts": []}
+    listed = SHIPPED_ROOT / "PROVENANCE.json"
+    if listed.is_file():  # the artifacts of configs not named here stay shipped, with their provenance
+        earlier = json.loads(listed.read_text(encoding="utf-8"))
+        provenance["artifacts"] = [a for a in earlier.get("artifacts", [])
+                                   if a["config"] not in paths and (SHIPPED_ROOT / a["directory"]).is_dir()]
     for path in paths:
         config = load_config(path)
         with without_shipped(), recorded_artifacts() as used:
