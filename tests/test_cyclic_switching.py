@@ -232,9 +232,11 @@ def test_sweep_search_lands_next_to_the_exact_points(means):
 
 
 def test_the_searches_a_config_may_name_are_the_registered_ones():
-    from fairbench import methods, tau_search
+    from fairbench.config import parse_method
+    from fairbench.tau_search import CYCLIC_SEARCHES
 
-    assert set(methods.CYCLIC_SEARCHES) == set(tau_search.CYCLIC_SEARCHES)
+    for name in CYCLIC_SEARCHES:
+        assert parse_method({"name": "cyclic_switching", "taus": name}, "methods[0]").params["taus"] == name
 
 
 def test_reference_search_is_algorithm_2_for_two_values():
