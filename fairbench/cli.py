@@ -17,8 +17,7 @@ from .config import load_config, load_grid
 from .datasets import DATASETS, _load_builtin
 from .errors import FairbenchError, lookup
 from .figures import epsilon_curves
-from .html_report import write_html
-from .leaderboard import write_leaderboard
+from .publish import FORMATS, read_report, write_leaderboard
 from .methods import METHODS
 from .metrics import METRICS
 from .models import MODEL_KINDS, _load_optional_kinds
@@ -111,9 +110,12 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    csv_path, md_path = write_leaderboard(Path(args.directory))
-    html_path = write_html(Path(args.directory))
-    print(f"wrote {csv_path}, {md_path} and {html_path}")
+    if args.format is not None:
+        lookup(FORMATS, args.format, "format")
+        print(FORMATS[args.format](read_report(Path(args.directory))), end="")
+        return 0
+    paths = write_leaderboard(Path(args.directory))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="regenerate the leaderboard of a results directory from its records")
     board.add_argument("directory")
+    board.add_argument("--format", help="print one view instead of writing the files: md or csv (the headline view)")
     board.set_defaults(func=_cmd_leaderboard)
 
     report = commands.add_parser(

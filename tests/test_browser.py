@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from fairbench.figures import grid_filename, sample_grid
-from fairbench.html_report import write_html
+from fairbench.publish import write_leaderboard
 from fairbench.records import make_record, write_record
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
@@ -73,22 +73,24 @@ def page(tmp_path_factory) -> Path:
     (directory / "figures").mkdir()
     sample_grid(samples, requested, requested, ("light", "heavy"), "switching (seed 0)",
                 directory / "figures" / grid_filename("switching"), judged={"light": [0.978, 0.022], "heavy": [0.09, 0.91]})
-    return write_html(directory)
+    return write_leaderboard(directory)["html"]
 
 
 class Dom(HTMLParser):
-    """Start tags, the title, and the text of the table body's cells, from a dumped DOM."""
+    """Start tags, the title, and the text of the headline table's body cells, from a dumped DOM."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict]] = []
         self.rows: list[list[str]] = []
         self.title = ""
-        self._in_body = self._in_cell = self._in_title = False
+        self._in_body = self._in_cell = self._in_title = self._headline = False
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-        if tag == "tbody":
+        if tag == "table":
+            self._headline = dict(attrs).get("id") == "leaderboard"
+        if tag == "tbody" and self._headline:
             self._in_body = True
         elif tag == "tr" and self._in_body:
             self.rows.append([])
@@ -125,12 +127,10 @@ def test_dumped_dom_has_the_values_sorted_as_the_url_asks(page, tmp_path):
     assert table["data-sorted"] == "-epsilon"
     expected = sorted(METHODS, key=lambda m: (-_mean(m), list(METHODS).index(m)))
     assert [row[0] for row in dom.rows] == expected
-    # values as recorded: mean ± sample std over the two seeds, then the interval columns
+    # values as recorded: mean ± sample std over the two seeds, the interval under it
     by_label = {row[0]: row for row in dom.rows}
-    assert by_label["conditional"][1:3] == ["2", "0.710 ± 0.014"]
-    assert by_label["switching"][1:3] == ["2", "0.030 ± 0.014"]
-    assert by_label["conditional"][3:5] == ["0.690", "0.730"]
-    assert by_label["mixing"][5] == "" and by_label["switching"][5] == "640 ± 0"
+    assert by_label["conditional"][1] == "0.710 ± 0.014[0.690, 0.730]"
+    assert by_label["switching"][1] == "0.030 ± 0.014[0.010, 0.050]"
     # injected markup stayed text: one script (the page's), only the page's own images, the title untouched
     assert [tag for tag, _ in dom.tags].count("script") == 1
     images = [attrs for tag, attrs in dom.tags if tag == "img"]
@@ -228,9 +228,9 @@ class DevTools:
 ROW_LABELS = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.cells[0].textContent)"
 
 
-def click(browser: DevTools, key: str) -> list[str]:
-    browser.evaluate(f"document.querySelector('th[data-key=\"{key}\"] button').click()")
-    return browser.evaluate(ROW_LABELS)
+def click(browser: DevTools, key: str, table: str = "leaderboard") -> list[str]:
+    browser.evaluate(f"document.querySelector('#{table} th[data-key=\"{key}\"] button').click()")
+    return browser.evaluate(ROW_LABELS.replace("#leaderboard", f"#{table}"))
 
 
 def test_clicking_headers_sorts_and_injected_markup_never_runs(page, tmp_path):
@@ -241,14 +241,15 @@ def test_clicking_headers_sorts_and_injected_markup_never_runs(page, tmp_path):
         assert browser.evaluate(ROW_LABELS) == record_order
         ascending = sorted(METHODS, key=lambda m: (_mean(m), record_order.index(m)))
         assert click(browser, "epsilon") == ascending
-        assert browser.evaluate("document.querySelector('th[data-key=\"epsilon\"]').getAttribute('aria-sort')") == "ascending"
+        assert browser.evaluate("document.querySelector('#leaderboard th[data-key=\"epsilon\"]').getAttribute('aria-sort')") == "ascending"
         assert click(browser, "epsilon") == sorted(METHODS, key=lambda m: (-_mean(m), record_order.index(m)))
         assert browser.evaluate("location.hash") == "#sort=-epsilon"
-        # empty cells sort last in both directions
+        # a detail table sorts by itself; empty cells sort last in both directions
         with_tau = [m for m in METHODS if METHODS[m][1] is not None]
         without = [m for m in METHODS if METHODS[m][1] is None]
-        assert click(browser, "tau") == sorted(with_tau, key=lambda m: METHODS[m][1]) + without
-        assert click(browser, "tau") == sorted(with_tau, key=lambda m: -METHODS[m][1]) + without
+        assert click(browser, "tau", "details-search") == sorted(with_tau, key=lambda m: METHODS[m][1]) + without
+        assert click(browser, "tau", "details-search") == sorted(with_tau, key=lambda m: -METHODS[m][1]) + without
+        assert browser.evaluate("location.hash") == "#sort=-epsilon"  # only the headline table's order is linkable
         assert click(browser, "method") == sorted(METHODS)
         # nothing injected ran or became markup
         assert browser.evaluate("typeof window.__pwned") == "undefined"
