@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="regenerate the leaderboard of a results directory from its records")
     board.add_argument("directory")
-    board.add_argument("--format", help="print one view instead of writing the files: md or csv (the headline view)")
+    board.add_argument("--format", help="print one view instead of writing the files: md, csv (the headline view) "
+                       "or latex (the headline view as a booktabs table)")
     board.set_defaults(func=_cmd_leaderboard)
 
     report = commands.add_parser(

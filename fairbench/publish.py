@@ -20,12 +20,13 @@ from .html_report import HTML_NAME, render_html
 from .records import atomic_write_text, read_records
 from .report_model import Report, build_report
 from .writers.csv_view import render_csv
+from .writers.latex import render_latex
 from .writers.markdown import render_markdown
 
 PARETO_NAME = "pareto.svg"
 
 # The views `fairbench leaderboard DIR --format F` prints instead of writing the files.
-FORMATS: dict[str, Callable[[Report], str]] = {"md": render_markdown, "csv": render_csv}
+FORMATS: dict[str, Callable[[Report], str]] = {"md": render_markdown, "csv": render_csv, "latex": render_latex}
 
 
 def read_report(directory: Path) -> Report:

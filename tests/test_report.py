@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from fairbench.cli import main
 from fairbench.leaderboard import leaderboard_frame
 from fairbench.metrics import METRIC_GROUPS, METRICS
-from fairbench.records import make_record
+from fairbench.records import make_record, read_records, write_record
 from fairbench.report_model import build_report, seconds_per_1000, with_derived
 from fairbench.writers.csv_view import render_csv
+from fairbench.writers.latex import render_latex
 from fairbench.writers.markdown import render_markdown
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -131,3 +134,73 @@ def test_headline_csv_golden_and_it_reads_back():
     assert list(frame["epsilon_group"]) == RANK_GROUPS["epsilon"]
     assert frame.loc[0, "epsilon_mean"] == pytest.approx(0.80)
     assert not any(c.startswith(("kid", "kl_uniform", "tau")) for c in frame.columns)  # detail columns stay out
+
+
+# ---------------------------------------------------------------------------------------------
+# LaTeX
+
+
+def environments_balanced(text: str) -> bool:
+    stack = []
+    for kind, name in re.findall(r"\\(begin|end)\{([^}]*)\}", text):
+        if kind == "begin":
+            stack.append(name)
+        elif not stack or stack.pop() != name:
+            return False
+    return not stack
+
+
+def braces_balanced(text: str) -> bool:
+    depth = 0
+    for match in re.finditer(r"(?<!\\)[{}]", text.replace("\\\\", "")):
+        depth += 1 if match.group() == "{" else -1
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_latex_golden_and_its_structure():
+    text = render_latex(fixture_report())
+    golden("leaderboard.tex", text)
+    assert environments_balanced(text) and braces_balanced(text)
+    body = text.split(r"\midrule")[1].split(r"\bottomrule")[0]
+    assert all(line.count("&") == len(fixture_report().headline) for line in body.strip().splitlines())
+    assert "\\toprule" in text and "\\usepackage{booktabs}" in text
+    assert not re.search(r"(?<!\\)_", "\n".join(l for l in text.splitlines() if not l.startswith("%")))
+
+
+def test_latex_bold_only_where_the_best_rank_group_is_alone():
+    text = render_latex(fixture_report())
+    rows = {line.split(" & ")[0]: line.split(" & ") for line in text.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()}
+    bold = {(label, i) for label, cells in rows.items() for i, cell in enumerate(cells) if r"\textbf" in cell}
+    # epsilon (column 1): mixing is best and alone in group a; fd (2): mixing best but shares a with switching;
+    # target_gap (3): no rank groups; fid (4): guidance best (a) shares a with conditional (ab)
+    assert bold == {("embedding\\_mixing(weight=0.5)", 1)}
+    assert render_latex(fixture_report(groups=False)).count(r"\textbf") == 0
+
+
+def test_latex_escapes_hostile_labels():
+    records = fixture_records()
+    hostile = r"a_b & c % d $ e # f {g} ~h ^i \j <k>"
+    for r in records:
+        if r["label"] == "conditional":
+            r["label"] = hostile
+    text = render_latex(build_report(records))
+    assert environments_balanced(text) and braces_balanced(text)
+    line = next(l for l in text.splitlines() if l.startswith("a"))
+    assert line.startswith(r"a\_b \& c \% d \$ e \# f \{g\} \textasciitilde{}h \textasciicircum{}i \textbackslash{}j \textless{}k\textgreater{} & ")
+    assert line.count("&") - line.count(r"\&") == len(build_report(records).headline)
+
+
+def test_cli_prints_latex_and_csv_and_writes_nothing(tmp_path, capsys):
+    for r in fixture_records():
+        write_record(tmp_path, r)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    assert main(["leaderboard", str(tmp_path), "--format", "latex"]) == 0
+    assert capsys.readouterr().out == render_latex(build_report(read_records(tmp_path)))
+    assert main(["leaderboard", str(tmp_path), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("method,benchmark,n_seeds,epsilon_mean")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    assert main(["leaderboard", str(tmp_path), "--format", "latx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fairbench: error: ") and "latex" in err and err.count("\n") == 1
