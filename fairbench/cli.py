@@ -25,6 +25,7 @@ from .report import ValidationSettings, config_tau_report, model_tau_markdown, t
 from .runner import choose_device, run_benchmark
 from .schedulers import SCHEDULERS
 from .tau_search import SEARCHES, run_search
+from .website import build_site
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
@@ -119,6 +120,12 @@ def _cmd_leaderboard(args) -> int:
     return 0
 
 
+def _cmd_site(args) -> int:
+    paths = build_site([Path(d) for d in args.directories], Path(args.out))
+    print(f"wrote {len(paths)} files; open {paths[0]}")
+    return 0
+
+
 def _cmd_report(args) -> int:
     if args.name == "metrics":
         return _report_metrics(args)
@@ -206,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--format", help="print one view instead of writing the files: md, csv (the headline view) "
                        "or latex (the headline view as a booktabs table)")
     board.set_defaults(func=_cmd_leaderboard)
+
+    site = commands.add_parser("site", help="one static site over several leaderboards (index, a page per benchmark and "
+                               "per method, all records as JSON and CSV)")
+    site.add_argument("directories", nargs="+", metavar="DIR", help="results directories (each with records/)")
+    site.add_argument("--out", required=True, help="folder of the site (created; a previous site there is replaced)")
+    site.set_defaults(func=_cmd_site)
 
     report = commands.add_parser(
         "report", help="generated reports (tau-search: the tau searches vs the exact optimum and the measured epsilon(tau); "

@@ -14,6 +14,7 @@ import os
 import platform
 import secrets
 import subprocess
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -31,6 +32,7 @@ class Provenance(TypedDict):
     platform: str
     seed: int
     batch_size: int
+    date: NotRequired[str]  # when the record was made (UTC, ISO 8601, seconds); absent in older records
 
 
 class Record(TypedDict):
@@ -84,6 +86,7 @@ def provenance(*, device: str, seed: int, batch_size: int) -> Provenance:
         "platform": platform.platform(),
         "seed": seed,
         "batch_size": batch_size,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 

@@ -55,3 +55,12 @@ def test_written_files_get_the_usual_permissions(tmp_path, umask, mode):
     assert stat.S_IMODE(path.stat().st_mode) == mode
     assert stat.S_IMODE(page.stat().st_mode) == mode and page.read_text() == "replaced\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["leaderboard.md", "records"]  # no temporary left
+
+
+def test_provenance_says_when_the_record_was_made():
+    from datetime import datetime, timezone
+
+    from fairbench.records import provenance
+
+    made = datetime.fromisoformat(provenance(device="cpu", seed=0, batch_size=1)["date"])
+    assert made.tzinfo is not None and abs((datetime.now(timezone.utc) - made).total_seconds()) < 60

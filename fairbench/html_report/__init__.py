@@ -22,7 +22,7 @@ sort last in both directions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..figures import grid_filename
 from ..report_model import COST_METRIC, QUALITY_METRIC, Column, Report
@@ -70,8 +70,8 @@ def definitions_html(columns: Sequence[Column]) -> str:
             continue
         seen.add(info.name)
         better = f" ({escape(info.direction)} is better)" if info.direction != "none" else ""
-        items.append(f"<dt><code>{escape(info.name)}</code>{better}</dt><dd>{escape(info.formula)}. "
-                     f"<cite>{escape(info.citation)}</cite></dd>")
+        cite = f" <cite>{escape(info.citation)}</cite>" if info.citation.strip("- ") else ""
+        items.append(f"<dt><code>{escape(info.name)}</code>{better}</dt><dd>{escape(info.formula)}.{cite}</dd>")
     return f'<dl class="definitions">{"".join(items)}</dl>' if items else ""
 
 
@@ -87,21 +87,23 @@ def summary_html(report: Report) -> str:
     )
 
 
-def details_html(report: Report) -> str:
+def details_html(report: Report, *, method_href: Callable[[str], str] | None = None) -> str:
     out = []
     for section in report.sections:
         out.append(
             f'<section class="group" id="group-{escape(section.group)}"><h3>{escape(section.title)}</h3>'
             f'<p class="note">{escape(section.description[:1].upper() + section.description[1:])}.</p>'
-            f'<div class="scroll">{table_html(report, section.columns, table_id=f"details-{section.group}")}</div>'
+            f'<div class="scroll">{table_html(report, section.columns, table_id=f"details-{section.group}", method_href=method_href)}</div>'
             f"{definitions_html(section.columns)}</section>"
         )
     return "".join(out) or "<p>No other columns.</p>"
 
 
-def report_body(report: Report, *, grids: str | None = None, level: int = 2) -> str:
+def report_body(report: Report, *, grids: str | None = None, level: int = 2,
+                method_href: Callable[[str], str] | None = None) -> str:
     """The page's sections (headline, Pareto views, details, tau, grids, provenance); `grids`
-    replaces the sample grids looked up in the report's directory."""
+    replaces the sample grids looked up in the report's directory; `method_href` links the
+    methods' names in the tables."""
     h = f"h{level}"
     if not len(report.frame):
         return "<p>No records.</p>"
@@ -109,7 +111,7 @@ def report_body(report: Report, *, grids: str | None = None, level: int = 2) -> 
     rank = f'<p class="note">{escape(RANK_NOTE)}</p>' if has_rank_groups(list(report.columns.values())) else ""
     return f"""{summary_html(report)}
 <{h} id="table">Headline</{h}>
-<div class="scroll">{table_html(report, report.headline, table_id="leaderboard")}</div>
+<div class="scroll">{table_html(report, report.headline, table_id="leaderboard", method_href=method_href)}</div>
 {rank}{definitions_html(report.headline)}
 <{h} id="tradeoff">Fairness against quality</{h}>
 <p class="note">Filled and joined: the non-dominated methods (no other method is at least as good on both axes and
@@ -118,7 +120,7 @@ better on one; means). Bars: the interval, or ± std over seeds.</p>
 <{h} id="tradeoff-cost">Fairness against cost</{h}>
 {tradeoff_plots(report, metric=COST_METRIC)}
 <{h} id="details">Details</{h}>
-{details_html(report)}
+{details_html(report, method_href=method_href)}
 <{h} id="tau">Tau search curves</{h}>
 {tau_curves_html(list(report.records))}
 <{h} id="samples">Sample grids</{h}>

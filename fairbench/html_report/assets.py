@@ -32,6 +32,7 @@ img.plot { max-width: 100%; height: auto; }
 dt { margin-top: 0.5em; }
 dl.definitions { font-size: 14px; }
 section.group { margin-top: 2em; }
+table.index td, table.index th { text-align: left; white-space: normal; }
 """
 
 # Sorting reads the `data-value` of the cells, never record text embedded in the script. Every

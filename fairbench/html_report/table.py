@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -51,15 +51,20 @@ def cell_html(row: pd.Series, column: Column) -> str:
     return f'<td data-value="{escape(repr(float(mean)))}">{body}</td>'
 
 
-def table_html(report: Report, columns: Sequence[Column], *, table_id: str, caption: str = "") -> str:
+def table_html(report: Report, columns: Sequence[Column], *, table_id: str, caption: str = "",
+               frame: pd.DataFrame | None = None, method_href: Callable[[str], str] | None = None) -> str:
+    """`columns` of `frame` (default: the report's) as a sortable table; `method_href` links each
+    method's name (to its page on a site)."""
+    frame = report.frame if frame is None else frame
     head = (
         '<th scope="col" data-key="method" data-type="text" aria-sort="none"><button type="button">method</button></th>'
         + "".join(header_html(c) for c in columns)
     )
     rows = []
-    for order, (_, row) in enumerate(report.frame.iterrows()):
+    for order, (_, row) in enumerate(frame.iterrows()):
         label = str(row["method"])
-        cells = f'<th scope="row" data-value="{escape(label)}">{breakable(label)}</th>'
+        name = breakable(label) if method_href is None else f'<a href="{escape(method_href(label))}">{breakable(label)}</a>'
+        cells = f'<th scope="row" data-value="{escape(label)}">{name}</th>'
         cells += "".join(cell_html(row, c) for c in columns)
         rows.append(f'<tr data-order="{order}">{cells}</tr>')
     caption_html = f"<caption>{escape(caption)}</caption>" if caption else ""
