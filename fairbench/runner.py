@@ -27,13 +27,13 @@ import torch
 from .config import Config, MethodSpec
 from .errors import FairbenchError, lookup
 from .figures import write_figures
-from .publish import write_leaderboard
-from .methods import Conditional, MethodContext, assigned
+from .methods import Conditional, MethodContext, assigned, check_method
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
 from .noise import SCHEME as NOISE_SCHEME
 from .progress import progress
+from .publish import write_leaderboard
 from .records import Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, spec_hash, write_record
 from .sample_files import write_sample_folder
 from .sampling import PrefixCache, SampleOutput, sample
@@ -250,7 +250,7 @@ class SetupCache:
             config.check_methods(setup.model.num_train_timesteps)
             context = MethodContext(model=setup.model, guidance=setup.guidance)
             for i, spec in enumerate(config.methods):  # what a method needs of the model, before any work
-                spec.method_class.check_context(spec.options(), context, f"methods[{i}]")
+                check_method(spec.method_class, spec.options(), context, f"methods[{i}]")
             _warm_up(setup, config, self.device)
             self._setups[key] = setup
         return self._setups[key]
