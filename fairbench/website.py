@@ -174,6 +174,9 @@ def parameters_html(name: str) -> str:
     fields = [f for f in dataclasses.fields(cls.Params)] if dataclasses.is_dataclass(cls.Params) else []
     if not fields:
         return "<p>None (any method also takes <code>label</code>).</p>"
+    needs = "; ".join(f"{escape(capability)} ({'always' if parameter is None else f'when {escape(parameter)} asks for it'})"
+                      for capability, parameter in getattr(cls, "requires", {}).items())
+    needs_html = f"<p>Needs of the model or run: {needs}.</p>" if needs else ""
     rows = []
     for f in fields:
         default = f.default if f.default is not dataclasses.MISSING else ("required" if f.default_factory is dataclasses.MISSING else f.default_factory())
@@ -182,7 +185,7 @@ def parameters_html(name: str) -> str:
                     f"<td>{escape(default)}</td><td>{sweep}</td></tr>")
     return ('<table class="index"><thead><tr><th scope="col">key</th><th scope="col">type</th><th scope="col">default</th>'
             f'<th scope="col">sweepable</th></tr></thead><tbody>{"".join(rows)}</tbody></table>'
-            "<p>Any method also takes <code>label</code>.</p>")
+            "<p>Any method also takes <code>label</code>.</p>" + needs_html)
 
 
 def definition_html(name: str) -> str:
