@@ -472,6 +472,16 @@ def test_cli_leaderboard_writes_csv_markdown_and_page(gaussian_run, capsys):
     tau_section = page.split('id="tau"')[1].split('id="samples"')[0]
     (svg,) = embedded_svgs(tau_section)
     assert len(by_id(svg, "tau-curve-")) == 2  # one curve per seed
+    # the Pareto figure: epsilon against FID and against seconds, one point per method in each panel
+    figure = ElementTree.parse(gaussian_run / "figures" / "pareto.svg").getroot()
+    assert len(by_id(figure, "point-")) == 3  # ids repeat per panel; every method is drawn
+    assert sum(1 for g in figure.iter(f"{SVG}g") if g.get("id", "").startswith("point-")) == 2 * 3
+    report = build_report(read_records(gaussian_run))
+    assert [v.x.metric for v in report.pareto] == ["fid", "s_per_1000_samples"]
+    text = svg_text(figure)
+    for view in report.pareto:
+        for label in view.front:
+            assert f"{label} (non-dominated)" in text
 
 
 def test_cli_leaderboard_refuses_a_directory_without_records(tmp_path, capsys):
