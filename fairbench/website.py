@@ -269,9 +269,11 @@ def records_csv(benchmarks: Sequence[Benchmark]) -> str:
 
 def build_site(directories: Sequence[Path], out: Path) -> list[Path]:
     """Write the site of `directories` under `out`; returns the pages written."""
-    if not directories:
-        raise FairbenchError("fairbench site needs at least one results directory")
     out = Path(out)
+    # `fairbench site leaderboards/* --out leaderboards/site`: the site is not one of its benchmarks
+    directories = [d for d in directories if Path(d).resolve() != out.resolve()]
+    if not directories:
+        raise FairbenchError("fairbench site needs at least one results directory besides --out")
     check_output(out)
     benchmarks = load(directories)  # everything read and checked before anything is written
     taken: set[str] = set()

@@ -56,6 +56,7 @@ def test_site_rebuilds_over_itself_and_refuses_other_folders(runs, tmp_path, cap
     site = tmp_path / "site"
     assert main(["site", *map(str, runs), "--out", str(site)]) == 0
     assert main(["site", str(runs[0]), "--out", str(site)]) == 0  # a previous site is replaced
+    assert main(["site", str(runs[0]), str(site), "--out", str(site)]) == 0  # as a shell glob gives it: not a benchmark
     assert sorted(p.name for p in (site / "benchmarks").glob("*.html")) == ["alpha.html"]
     capsys.readouterr()
     other = tmp_path / "other"
