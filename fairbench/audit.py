@@ -36,6 +36,7 @@ from .errors import FairbenchError
 from .publish import write_leaderboard
 from .metrics.suite import evaluate
 from .models import RealData, Setup
+from .models.base import Capabilities
 from .models.unet import judge_and_real, labelled_splits
 from .records import make_record, provenance, spec_hash, write_record
 from .runner import check_output
@@ -51,6 +52,7 @@ class AuditedModel:
 
     attribute_names: tuple[str, ...]
     sample_shape: tuple[int, ...]
+    capabilities: Capabilities = Capabilities()  # audited samples come with no product axes
 
     @property
     def num_attributes(self) -> int:
