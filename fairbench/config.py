@@ -130,22 +130,8 @@ def parse_method(table: Any, where: str) -> MethodSpec:
     return MethodSpec(name=name, label=label, params=given)
 
 
-@dataclass(frozen=True)
-class MetricsSpec(SuiteOptions):
-    """``[metrics]``: the measurement settings, the fields of `fairbench.metrics.suite.SuiteOptions`."""
-
-    def validate(self, where: str = "metrics") -> None:
-        super().validate(where)
-        if self.epsilon_folds < 3:
-            raise FairbenchError(f"{where}.epsilon_folds must be at least 3, got {self.epsilon_folds}")
-        positive(self.epsilon_repeats, f"{where}.epsilon_repeats")
-        if self.epsilon_subsamples < 0:
-            raise FairbenchError(f"{where}.epsilon_subsamples must be non-negative, got {self.epsilon_subsamples}")
-        if self.epsilon_permutations < 0:
-            raise FairbenchError(f"{where}.epsilon_permutations must be non-negative, got {self.epsilon_permutations}")
-        if not 0.5 <= self.confidence < 1.0:
-            raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
-        positive(self.bootstrap, f"{where}.bootstrap")
+# ``[metrics]``: the measurement settings, which the metrics package owns and checks.
+MetricsSpec = SuiteOptions
 
 
 @dataclass(frozen=True)
