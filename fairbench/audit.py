@@ -37,6 +37,7 @@ from .html_report import write_html
 from .leaderboard import write_leaderboard
 from .metrics.suite import evaluate
 from .models import RealData, Setup
+from .models.base import Capabilities
 from .models.unet import judge_and_real, labelled_splits
 from .records import make_record, provenance, spec_hash, write_record
 from .runner import check_output
@@ -52,6 +53,7 @@ class AuditedModel:
 
     attribute_names: tuple[str, ...]
     sample_shape: tuple[int, ...]
+    capabilities: Capabilities = Capabilities()  # samples from files: one attribute, nothing to sample with
 
     @property
     def num_attributes(self) -> int:

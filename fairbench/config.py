@@ -149,8 +149,7 @@ class Config:
         (``clip_sample_default`` on their spec class) where the scheduler has the option."""
         if self.sampler.clip_sample is not None:
             return self.sampler.clip_sample
-        default = getattr(type(self.model_spec()), "clip_sample_default", False)
-        return bool(default) and self.sampler.scheduler in CLIPPING_SCHEDULERS
+        return self.model_spec().clip_sample_default and self.sampler.scheduler in CLIPPING_SCHEDULERS
 
     def model_spec(self):
         return model_spec(self.model)
@@ -271,10 +270,10 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
     model = config.model_spec()  # validate the model and dataset tables now, before any work
     if config.dataset is not None:
         dataset_spec(config.dataset)
-        if not getattr(model, "takes_dataset", False):
+        if not model.takes_dataset:
             raise FairbenchError(f"{source}: the {model.kind} model kind takes no [dataset]")
-    if hasattr(model, "num_train_timesteps"):
-        config.check_methods(model.num_train_timesteps)
+    if model.known_train_timesteps() is not None:
+        config.check_methods(model.known_train_timesteps())
     return config
 
 
