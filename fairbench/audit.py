@@ -33,8 +33,7 @@ import torch
 from .cache import tensor_digest
 from .config import MetricsSpec, load_config, parse_table, read_toml
 from .errors import FairbenchError
-from .html_report import write_html
-from .leaderboard import write_leaderboard
+from .publish import write_leaderboard
 from .metrics.suite import evaluate
 from .models import RealData, Setup
 from .models.base import Capabilities
@@ -53,7 +52,7 @@ class AuditedModel:
 
     attribute_names: tuple[str, ...]
     sample_shape: tuple[int, ...]
-    capabilities: Capabilities = Capabilities()  # samples from files: one attribute, nothing to sample with
+    capabilities: Capabilities = Capabilities()  # audited samples come with no product axes
 
     @property
     def num_attributes(self) -> int:
@@ -210,7 +209,6 @@ def audit_record(samples: SampleFolder, reference: Reference, *, label: str, see
 def _write_outputs(directory: Path, record: dict) -> None:
     write_record(directory, record)
     write_leaderboard(directory)
-    write_html(directory)
 
 
 def run_audit(samples: str | Path, real: str | Path, out: str | Path, *, label: str | None = None, seed: int = 0,
