@@ -1,7 +1,7 @@
 """One entry point for the measurements of a run: `evaluate` computes whatever the setup allows.
 
 - always: ``epsilon``, ``epsilon_ci``, ``epsilon_p_value``, ``epsilon_learner``,
-  ``epsilon_feature_space`` (feature spaces: ``Setup.features`` and, when low-dimensional, the
+  ``epsilon_feature_space``, ``epsilon_lower`` (feature spaces: ``Setup.features`` and, when low-dimensional, the
   raw sample values) and ``epsilon_linear``, ``epsilon_linear_ci`` (``Setup.features`` only);
 - with ``Setup.judge``: ``fd``, ``kl_uniform`` (worst requested group), ``fd_worst_group``,
   ``fd_pooled``, ``kl_uniform_pooled``, ``judged_distribution``; with ``Setup.real`` too, the
@@ -40,7 +40,7 @@ from ..errors import FairbenchError, lookup
 from ..progress import progress
 from .axes import balance_by_attribute, epsilon_by_attribute
 from .balance import balance_metrics, confusion_matrix, per_class_accuracy
-from .fairness import DEFAULT_LEARNERS, LEARNERS, epsilon_fairness, epsilon_linear, raw_space_helps
+from .fairness import DEFAULT_LEARNERS, LEARNERS, MAX_TRAIN, epsilon_fairness, epsilon_linear, epsilon_lower, raw_space_helps
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
 from .quality import QUALITY_BACKENDS, quality_metrics
 from .inheritance import inheritance_metrics, real_target_gap
@@ -64,7 +64,8 @@ class SuiteOptions:
     epsilon_folds: int = 5
     epsilon_learners: tuple[str, ...] = DEFAULT_LEARNERS
     epsilon_repeats: int = 3
-    epsilon_subsamples: int = 8
+    epsilon_subsamples: int = 0
+    epsilon_max_train: int = MAX_TRAIN
     epsilon_permutations: int = 1000
     confidence: float = 0.95
     bootstrap: int = 1000
@@ -93,6 +94,8 @@ class SuiteOptions:
         lookup({name: name for name in UTILITY_TARGETS}, self.utility_target, f"{where}.utility_target value")
         for name in self.epsilon_learners:
             lookup(LEARNERS, name, f"{where}.epsilon_learners value")
+        if self.epsilon_max_train < 2 * self.epsilon_folds:
+            raise FairbenchError(f"{where}.epsilon_max_train must be at least twice epsilon_folds, got {self.epsilon_max_train}")
         for name in ("kid_subsets", "feature_batch_size"):
             if getattr(self, name) < 1:
                 raise FairbenchError(f"{where}.{name} must be positive, got {getattr(self, name)}")
@@ -160,7 +163,10 @@ def evaluate(
         learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
         subsamples=options.epsilon_subsamples,
         permutations=options.epsilon_permutations, confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
+        max_train=options.epsilon_max_train,
     )
+    lower = epsilon_lower(spaces, requested, learners=tuple(options.epsilon_learners), confidence=options.confidence,
+                          seed=seed, max_train=options.epsilon_max_train)
     linear = epsilon_linear(
         sample_features, requested, folds=options.epsilon_folds, confidence=options.confidence,
         bootstrap=options.bootstrap, seed=seed,
@@ -168,6 +174,7 @@ def evaluate(
     metrics: dict[str, Any] = {
         "epsilon": estimate.value, "epsilon_ci": list(estimate.interval), "epsilon_p_value": estimate.p_value,
         "epsilon_learner": estimate.learner, "epsilon_feature_space": estimate.feature_space,
+        "epsilon_lower": lower.value,
         "epsilon_linear": linear.value, "epsilon_linear_ci": list(linear.interval),
     }
     axes = getattr(setup.model, "attribute_axes", None)  # a product attribute: per-axis values too
