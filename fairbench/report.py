@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from .metrics.fairness import epsilon_fairness, epsilon_linear, epsilon_lower
+from .metrics.fairness import EpsilonEstimate, epsilon_fairness, epsilon_linear, epsilon_lower
 from .metrics.known_truth import mean_shift, standard_cases
 from .metrics.utility import train_synthetic_test_real
 from .models.gaussian import GaussianModel, exact_optimal_tau, exact_tv_curve
@@ -184,21 +184,39 @@ class ValidationSettings:
     # spread over `jobs` processes (each draw is seeded by its own index: the same at any `jobs`)
     coverage_sizes: tuple[int, ...] = (250, 500, 1000, 2000)
     coverage_draws: int = 200
+    coverage_large_draws: int = 200  # replaces coverage_draws above 500 per group
     jobs: int = 1
+
+    def coverage_draws_at(self, n_per_group: int) -> int:
+        return self.coverage_draws if n_per_group <= 500 else min(self.coverage_draws, self.coverage_large_draws)
 
     def draws_at(self, n_per_group: int) -> int:
         return self.draws if n_per_group <= 1000 else min(self.draws, self.large_draws)
 
 
+def _map(fn, tasks: list, jobs: int) -> list:
+    """``[fn(task) for task in tasks]``, in `jobs` processes when above 1 (same results: each task is seeded)."""
+    if jobs <= 1:
+        return [fn(task) for task in tasks]
+    with ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(fn, tasks, chunksize=2))
+
+
+def _known_truth_draw(task: tuple[int, int, int]) -> tuple[EpsilonEstimate, float]:
+    case_index, n, seed = task
+    samples, requested = standard_cases()[case_index].sample(n, seed)
+    estimate = epsilon_fairness(samples, requested, seed=seed)
+    return replace(estimate, heldout=None), epsilon_linear(samples, requested, seed=seed).value
+
+
 def epsilon_known_truth_rows(settings: ValidationSettings) -> list[dict]:
+    cells = list(itertools.product(range(len(standard_cases())), settings.sizes))
+    tasks = [(i, n, settings.seed + 1000 * draw) for i, n in cells for draw in range(settings.draws_at(n))]
+    results = iter(_map(_known_truth_draw, tasks, settings.jobs))
     rows = []
-    for case, n in itertools.product(standard_cases(), settings.sizes):
-        estimates, linear = [], []
-        for draw in range(settings.draws_at(n)):
-            seed = settings.seed + 1000 * draw
-            samples, requested = case.sample(n, seed)
-            estimates.append(epsilon_fairness(samples, requested, seed=seed))
-            linear.append(epsilon_linear(samples, requested, seed=seed).value)
+    for i, n in cells:
+        case = standard_cases()[i]
+        estimates, linear = zip(*[next(results) for _ in range(settings.draws_at(n))])
         values = np.array([e.value for e in estimates])
         first = estimates[0]
         rows.append({
@@ -268,25 +286,18 @@ def _coverage_draw(task: tuple[int, int, int, bool]) -> dict:
     return row
 
 
-def _map(fn, tasks: list, jobs: int) -> list:
-    if jobs <= 1:
-        return [fn(task) for task in tasks]
-    with ProcessPoolExecutor(jobs) as pool:
-        return list(pool.map(fn, tasks, chunksize=4))
-
-
 def epsilon_coverage_rows(settings: ValidationSettings) -> list[dict]:
     """Coverage of the exact TV over `settings.coverage_draws` independent draws per (case, size): the
     two-sided `epsilon_ci` on `COVERAGE_CASE`, the one-sided `epsilon_lower` on it and on every case
     of `standard_cases()`. Draw d of a (case, size) uses seed ``settings.seed + 7 + 1000 d``."""
     cases = [(-1, COVERAGE_CASE, True)] + [(i, c, False) for i, c in enumerate(standard_cases()) if c.name != COVERAGE_CASE.name]
     tasks = [(index, n, settings.seed + 7 + 1000 * d, two_sided)
-             for index, _, two_sided in cases for n in settings.coverage_sizes for d in range(settings.coverage_draws)]
+             for index, _, two_sided in cases for n in settings.coverage_sizes for d in range(settings.coverage_draws_at(n))]
     results = iter(_map(_coverage_draw, tasks, settings.jobs))
     rows = []
     for _, case, two_sided in cases:
         for n in settings.coverage_sizes:
-            draws = [next(results) for _ in range(settings.coverage_draws)]
+            draws = [next(results) for _ in range(settings.coverage_draws_at(n))]
             row = {"case": case.name, "n_per_group": n, "draws": len(draws), "tv": case.tv,
                    "lower_coverage": float(np.mean([d["lower"] <= case.tv for d in draws])),
                    "mean_lower": float(np.mean([d["lower"] for d in draws]))}
@@ -303,7 +314,7 @@ def epsilon_coverage_section(settings: ValidationSettings) -> str:
     lines = [
         "## Coverage: epsilon's interval and epsilon_lower",
         "",
-        f"{settings.coverage_draws} independent draws per row, the estimators at their defaults (the two-sided",
+        "Independent draws per row (column draws), the estimators at their defaults (the two-sided",
         "95% `epsilon_ci` of `epsilon_fairness`; the one-sided 95% `epsilon_lower`). Two-sided coverage is",
         f"measured on {COVERAGE_CASE.name}, where logistic regression, a panel learner, is Bayes-optimal, so",
         "the quantity the interval covers (the expected held-out 2 BA - 1 of the procedure) equals the exact",
@@ -400,7 +411,8 @@ def metrics_validation_report(settings: ValidationSettings = ValidationSettings(
         "Generated by `fairbench report metrics` (settings: samples per group "
         f"{', '.join(map(str, settings.sizes))}; {settings.draws} draws per case, {settings.large_draws} above 1000 "
         f"per group; coverage: {settings.coverage_draws} draws at {', '.join(map(str, settings.coverage_sizes))} "
-        f"per group; seed {settings.seed}); do not edit by hand.",
+        f"per group, {min(settings.coverage_draws, settings.coverage_large_draws)} above 500; seed {settings.seed}); "
+        "do not edit by hand.",
         "",
     ]
     return "\n".join(header) + "\n" + "\n".join(section(settings) for section in METRICS_VALIDATION_SECTIONS)

@@ -204,11 +204,13 @@ def evaluate(
     if real is None:
         bar.close()
         return metrics
+    extractor = quality_extractor(setup, options, device=device)
     metrics.update(quality_metrics(
-        samples, requested, real.samples, quality_extractor(setup, options, device=device),
+        samples, requested, real.samples, extractor,
         value_names=names, backend=options.fid_backend,
         kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size, seed=seed,
         carried=final, real_labels=np.asarray(real.sensitive),
+        generated_features=spaces.get(extractor.name),  # features are extracted once per job
     ))
     bar.update(1)
 
@@ -241,7 +243,7 @@ def evaluate(
         reference = None if train_labels is None else (values(real.train.samples), np.asarray(train_labels))
         result = train_synthetic_test_real(
             values(samples), labels, values(real.samples), np.asarray(test_labels), np.asarray(real.sensitive),
-            sensitive_names=names, real_train=reference,
+            sensitive_names=names, real_train=reference, seed=seed,
         )
         metrics.update(result.as_metrics())
     bar.update(1)
