@@ -93,6 +93,7 @@ METRICS: dict[str, MetricInfo] = {
             "(Biometrika); classifier two-sample tests: Lopez-Paz & Oquab 2017 (ICLR); fairbench",
             blind_spot="as epsilon, and looser: half the samples train, half score, and the binomial bounds are "
             "conservative; a weak learner makes it low, never invalid",
+            group="fairness",
         ),
         MetricInfo(
             "epsilon_p_value",
