@@ -73,6 +73,23 @@ def _point(dim: int, n: int, queue) -> None:
     })
 
 
+def markdown_table(paths: list[str]) -> str:
+    """The JSON lines of one or more runs as a Markdown table: CPU seconds of the job and of epsilon,
+    and their growth per 4x samples."""
+    rows = [json.loads(line) for path in paths for line in open(path, encoding="utf-8") if line.strip()]
+    lines = ["| code | dim | samples | job CPU s | job growth / 4x | epsilon CPU s | epsilon growth / 4x | job wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["label"], r["dim"], r["n"])):
+        if "job_cpu" not in r:
+            lines.append(f"| {r['label']} | {r['dim']} | {r['n']} | {'timed out' if 'timeout' in r else 'failed'} "
+                         "| | | | |")
+            continue
+        growth = lambda key: f"{r[key]:.1f}x" if key in r else "-"
+        lines.append(f"| {r['label']} | {r['dim']} | {r['n']} | {r['job_cpu']:.1f} | {growth('job_growth_cpu')} "
+                     f"| {r['epsilon_cpu']:.1f} | {growth('epsilon_growth_cpu')} | {r['job_wall']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,4000,16000,64000")
@@ -81,7 +98,11 @@ def main(argv=None) -> None:
                         "dimension are skipped after one point runs out")
     parser.add_argument("--label", default="after")
     parser.add_argument("--out", default=None, help="append JSON lines here")
+    parser.add_argument("--table", nargs="+", metavar="JSONL", help="print the Markdown table of earlier runs and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(args.table))
+        return
     context = multiprocessing.get_context("spawn")
     for dim in map(int, args.dims.split(",")):
         previous = None

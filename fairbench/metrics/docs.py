@@ -127,8 +127,8 @@ is `e -+ t_7(0.975) sd` (Student's t with 7 degrees of freedom, since sd comes f
 clipped to [0, 1]; it always contains the estimate. The earlier interval divided `sd` by sqrt(2)
 (treating the halves as independent samples of half the size) and mixed it with a bootstrap of the
 held-out predictions, which ignores refitting; it covered the exact TV in 75-92% of draws at 500 per
-group. Measured coverage now: the coverage table of `docs/metrics-validation.md` (200 draws at 250,
-500, 1000 and 2000 per group). With `epsilon_subsamples = 0` the interval is the cheaper normal
+group. Measured coverage now: the coverage table of `docs/metrics-validation.md` (250, 500, 1000 and
+2000 per group; the draws per row are in the table). With `epsilon_subsamples = 0` the interval is the cheaper normal
 `e -+ z sqrt(v + w)` (held-out test-sample and fold-split variances only), which is conservative
 for learners that adapt to their sample (their threshold follows the sample's own fluctuation) and
 ignores refitting. Neither includes the variation between two trainings of the generator;
