@@ -26,7 +26,8 @@ Definitions (all fixed by the spec, so the same spec gives the same dataset on a
   injected by subsampling each digit's training images to the largest subset with those level
   fractions ``f_j``: with ``n_j`` images of level j it keeps ``min(n_j, round(s f_j))`` of each,
   ``s = min_j n_j / f_j`` (the scarcest level whole, the others thinned), drawn with a generator
-  seeded by `seed`, heaviest level first. ``bias = 1 / k`` balances the strokes in every digit
+  seeded by `seed`, heaviest level first (for two levels the rule of `fairbench.datasets.bias`,
+  shared with the Fashion-MNIST benchmark, bitwise). ``bias = 1 / k`` balances the strokes in every digit
   (0.5 for two levels). Val and test stay as drawn (about ``1/k`` of each level in every digit):
   the usual biased-train / unbiased-reference setting (Choi et al. 2020, "Fair generative
   modeling via weak supervision").
@@ -50,11 +51,11 @@ from sklearn.datasets import load_digits
 from ..errors import FairbenchError
 from . import register_dataset
 from .base import ImageDataset
+from .bias import BIASED_FROM, stratified_splits
 
 STROKE_VALUES = ("light", "heavy")
 STROKE_LEVELS = {2: STROKE_VALUES, 3: ("light", "medium", "heavy")}
 DIGIT_VALUES = tuple(str(d) for d in range(10))
-BIASED_FROM = 5  # digits >= 5 get heavy strokes over-represented
 
 
 def stroke_labels(images: np.ndarray, digits: np.ndarray, levels: int = 2) -> np.ndarray:
@@ -69,20 +70,6 @@ def stroke_labels(images: np.ndarray, digits: np.ndarray, levels: int = 2) -> np
         cuts = np.quantile(ink[rows], np.arange(1, levels) / levels)
         level[rows] = (ink[rows][:, None] > cuts[None, :]).sum(1)
     return level
-
-
-def stratified_splits(strata: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
-    """Split label per row: a seeded permutation of each stratum, cut at the given fractions."""
-    rng = np.random.default_rng(seed)
-    split = np.empty(len(strata), dtype=object)
-    for stratum in np.unique(strata):
-        rows = rng.permutation(np.flatnonzero(strata == stratum))
-        n_train = int(round(fractions[0] * len(rows)))
-        n_val = int(round(fractions[1] * len(rows)))
-        split[rows[:n_train]] = "train"
-        split[rows[n_train : n_train + n_val]] = "val"
-        split[rows[n_train + n_val :]] = "test"
-    return split
 
 
 def level_fractions(digit: int, bias: float, levels: int) -> np.ndarray:
