@@ -71,9 +71,12 @@ class Job:
         return self.config.methods[self.method_index]
 
     def spec(self) -> dict:
-        """Everything the job's results depend on (and nothing they do not, like batch size)."""
+        """Everything the job's results depend on (and nothing they do not, like batch size,
+        except for a method whose samples depend on their batch: `Method.batch_dependent`)."""
         config = self.config
-        return {
+        batch = ({"batch": {"batch_size": config.benchmark.batch_size, "shard_size": config.benchmark.shard_size}}
+                 if self.method.method_class.batch_dependent else {})
+        return batch | {
             "benchmark": config.benchmark.name,
             "model": config.model,
             "dataset": config.dataset,

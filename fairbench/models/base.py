@@ -47,6 +47,31 @@ class GuidanceClassifier(Protocol):
         ...
 
 
+EpsFunction = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class HSpace:
+    """A model's bottleneck ("h-space") as distribution guidance uses it: a capability a model
+    declares as its ``hspace`` attribute (None or absent: it has none).
+
+    - ``features(x, t)``: ``h_t`` of the model's last evaluation at ``(x, t)`` (detached);
+    - ``log_prob(h, t)``: ``log p_psi(a | h_t, t)``, ``[B, k]``, differentiable in ``h``;
+    - ``edited_eps(eps, x, t, weights, delta)``: ``eps(x, t, weights)`` evaluated through the
+      given callable (the run's model, so that the evaluation is counted) with ``h_t``
+      replaced by ``h_t + delta``.
+    """
+
+    features: Callable[[torch.Tensor, int], torch.Tensor]
+    log_prob: Callable[[torch.Tensor, int], torch.Tensor]
+    edited_eps: Callable[[EpsFunction, torch.Tensor, int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def hspace_of(model) -> HSpace | None:
+    """The `HSpace` a model declares (its ``hspace`` attribute), or None."""
+    return getattr(model, "hspace", None)
+
+
 def one_hot(labels: torch.Tensor, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels.long(), k).to(dtype)
 
