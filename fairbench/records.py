@@ -43,6 +43,7 @@ class Record(TypedDict):
     metrics: dict[str, Any]
     provenance: Provenance  # what the results should not depend on: versions, machine, batch size
     job_key: NotRequired[str]  # hash of the job spec: the record's file name and resume key
+    position: NotRequired[int]  # the method's place in its config's [[methods]]: display order, not in the spec
     tau_search: NotRequired[dict[str, Any]]  # the search's curve, when tau was searched
 
 
@@ -174,7 +175,21 @@ def read_records(directory: Path) -> list[Record]:
     records = [read_record(path) for path in sorted(folder.glob("*.json"))]
     if not records:
         raise FairbenchError(f"no records in {str(folder)!r}")
-    return sorted(
-        records,
-        key=lambda r: (r["spec"].get("benchmark", ""), r["spec"].get("method_index", 0), r["label"], r["spec"].get("seed", 0)),
-    )
+    return sorted(records, key=lambda r: (r["spec"].get("benchmark", ""), _position(r), r["label"], r["spec"].get("seed", 0)))
+
+
+def _position(record: Record) -> int:
+    """The method's place in its config (records written before it was kept outside the spec hold it there)."""
+    return record.get("position", record["spec"].get("method_index", 0))
+
+
+def refuse_position_keyed(out_dir: Path) -> None:
+    """Refuse to resume into a folder whose records were keyed by their method's place in ``[[methods]]``
+    (their spec holds ``method_index``): none of their jobs would be found, and all would be computed again."""
+    folder = Path(out_dir) / "records"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if "method_index" in read_record(path)["spec"]:
+            raise FairbenchError(
+                f"{str(out_dir)!r} holds records of an older fairbench, keyed by each method's place in [[methods]] "
+                f"({path.name}); run into a new --out folder (the old one stays readable by report and check)"
+            )

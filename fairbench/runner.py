@@ -1,7 +1,8 @@
 """The harness: plan a grid into content-addressed jobs, run them resumably, write records.
 
-A job is one (cell, method, seed). Its key is the hash of its full spec, and everything it
-writes lives under that key: ``records/<key>.json``, ``searches/<key>.json`` (the tau
+A job is one (cell, method, seed). Its key is the hash of its full spec, what the job computes
+and not where its method sits in ``[[methods]]`` (reordering or inserting methods reuses every
+finished job), and everything it writes lives under that key: ``records/<key>.json``, ``searches/<key>.json`` (the tau
 search), ``shards/<key>/<i>.safetensors`` (samples). Each file is written atomically, and a
 finished file is never recomputed, so a run killed at any moment and started again ends
 with the same records as an uninterrupted run (up to the machine-dependent timings). A
@@ -29,13 +30,16 @@ from .errors import FairbenchError, lookup
 from .figures import write_figures
 from .html_report import write_html
 from .leaderboard import write_leaderboard
-from .methods import Conditional, MethodContext, assigned
+from .methods import Conditional, MethodContext, assigned, check_method
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
 from .noise import SCHEME as NOISE_SCHEME
 from .progress import progress
-from .records import Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, spec_hash, write_record
+from .records import (
+    Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, refuse_position_keyed, spec_hash,
+    write_record,
+)
 from .sample_files import write_sample_folder
 from .sampling import PrefixCache, SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
@@ -63,7 +67,7 @@ def requested_values(n: int, k: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class Job:
     config: Config
-    method_index: int
+    method_index: int  # the method's place in ``[[methods]]``: display order only, never in the spec
     seed: int
 
     @property
@@ -71,24 +75,29 @@ class Job:
         return self.config.methods[self.method_index]
 
     def spec(self) -> dict:
-        """Everything the job's results depend on (and nothing they do not, like batch size,
-        except for a method whose samples depend on their batch: `Method.batch_dependent`)."""
+        """Everything the job's results depend on (and nothing they do not, like batch size or the
+        method's place in the config, except for a method whose samples depend on their batch:
+        `Method.batch_dependent`). Methods of one config that compute the same thing under
+        different labels also hold their label, so that each keeps its own job."""
         config = self.config
-        batch = ({"batch": {"batch_size": config.benchmark.batch_size, "shard_size": config.benchmark.shard_size}}
-                 if self.method.method_class.batch_dependent else {})
-        return batch | {
+        method = self.method.record()
+        spec = {
             "benchmark": config.benchmark.name,
             "model": config.model,
             "dataset": config.dataset,
             "sampler": dataclasses.asdict(config.sampler) | {"clip_sample": config.clip_sample()},
-            "method": self.method.record(),
-            "method_index": self.method_index,
+            "method": method,
             "n_samples": config.benchmark.n_samples,
             "seed": self.seed,
             "metrics": dataclasses.asdict(config.metrics),
             "requested": "sample i requests value i mod k",
             "noise": NOISE_SCHEME,
         }
+        if sum(other.record() == method for other in config.methods) > 1:
+            spec["label"] = self.method.display
+        if self.method.method_class.batch_dependent:
+            spec["batch"] = {"batch_size": config.benchmark.batch_size, "shard_size": config.benchmark.shard_size}
+        return spec
 
     @property
     def key(self) -> str:
@@ -205,7 +214,7 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
         "method_params": method.params(),
         "final": method.final_rule,
     }
-    extra = {"job_key": job.key}
+    extra = {"job_key": job.key, "position": job.method_index}
     if search is not None:
         extra["tau_search"] = search.as_json() | {"wall_s": search.wall_s}
     return make_record(
@@ -231,7 +240,12 @@ def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[
     path = record_path(out_dir, job.key)
     with _job_lock(out_dir, job):
         if path.exists():
-            return read_record(path), False
+            record = read_record(path)
+            shown = {"label": job.method.display, "position": job.method_index}
+            if any(record.get(name) != value for name, value in shown.items()):  # relabelled or moved: same results
+                record.update(shown)  # type: ignore[typeddict-item]
+                write_record(out_dir, record)
+            return record, False
         record = run_cell(job, setup, out_dir, device=device)
         write_record(out_dir, record)
         return record, True
@@ -254,7 +268,7 @@ class SetupCache:
             config.check_methods(setup.model.num_train_timesteps)
             context = MethodContext(model=setup.model, guidance=setup.guidance)
             for i, spec in enumerate(config.methods):  # what a method needs of the model, before any work
-                spec.method_class.check_context(spec.options(), context, f"methods[{i}]")
+                check_method(spec.method_class, spec.options(), context, f"methods[{i}]")
             _warm_up(setup, config, self.device)
             self._setups[key] = setup
         return self._setups[key]
@@ -341,6 +355,7 @@ def run_benchmark(
     execute = lookup(EXECUTORS, executor, "executor")
     out_dir = Path(out_dir)
     check_output(out_dir)
+    refuse_position_keyed(out_dir)
     names = [c.benchmark.name for c in configs]
     if len(set(names)) != len(names):
         raise FairbenchError(f"grid cells share a benchmark name: {names}")

@@ -14,7 +14,7 @@ from diffusers import UNet2DModel
 from fairbench.classifiers import HSpaceClassifier, NoiseAwareClassifier
 from fairbench.config import parse_config
 from fairbench.errors import FairbenchError
-from fairbench.methods import AttributeSwitching, ClassifierGuidance, Conditional, DistributionGuidance, MethodContext
+from fairbench.methods import AttributeSwitching, ClassifierGuidance, Conditional, DistributionGuidance, MethodContext, check_method
 from fairbench.models import model_spec
 from fairbench.models.base import one_hot
 from fairbench.models.gaussian import GaussianModel
@@ -201,15 +201,17 @@ def test_what_a_model_lacks_is_refused_on_one_line():
     with pytest.raises(FairbenchError, match="condition = 'none' needs a UNet without class embeddings"):
         check_generator(tiny_unet(3), "none", 2)
     plain = UNetDenoiser(tiny_unet(3), {"num_train_timesteps": 1000, "beta_schedule": "linear"}, ("a", "b"))
+    params = DistributionGuidance.Params()
     with pytest.raises(FairbenchError, match="distribution_guidance needs an h-space attribute classifier") as err:
-        DistributionGuidance.check_context(DistributionGuidance.Params(), MethodContext(model=plain), "methods[0]")
-    assert "\n" not in str(err.value)
+        check_method(DistributionGuidance, params, MethodContext(model=plain), "methods[0]")
+    assert "\n" not in str(err.value) and "model kind 'unconditional'" in str(err.value)
     no_hspace = tiny_guided(tiny_unet(None), "none", with_hspace=False)
     with pytest.raises(FairbenchError, match="h-space"):
-        DistributionGuidance.check_context(DistributionGuidance.Params(), MethodContext(model=no_hspace), "m")
+        check_method(DistributionGuidance, params, MethodContext(model=no_hspace), "m")
+    check_method(DistributionGuidance, params, MethodContext(model=tiny_guided(tiny_unet(None), "none")), "m")
     with pytest.raises(FairbenchError, match=r"balance_target must give 2 probabilities"):
-        DistributionGuidance.check_context(DistributionGuidance.Params(balance_target=[0.2, 0.3, 0.5]),
-                                           MethodContext(model=GaussianModel([[0.0], [1.0]], 0.5)), "m")
+        check_method(DistributionGuidance, DistributionGuidance.Params(balance_target=[0.2, 0.3, 0.5]),
+                     MethodContext(model=GaussianModel([[0.0], [1.0]], 0.5)), "m")
 
 
 @pytest.mark.parametrize("table, message", [

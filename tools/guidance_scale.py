@@ -3,14 +3,13 @@
     python tools/guidance_scale.py [--out results/guidance-scale] [--n-samples 200]
 
 Runs, from baselines/digits-uncond.toml (same data, networks, sampler), one seed of:
-- guided conditional sampling and guided switching (tau by the reference search) at each
-  Bayes-rule guidance scale w of the model (``[model] guidance_scale``; w = 1 is Bayes' rule,
+- guided conditional sampling at each Bayes-rule guidance scale w of the model (``[model] guidance_scale``; w = 1 is Bayes' rule,
   w = 0 the unconditional model);
 - distribution guidance at each step size gamma (``scale``; gamma = 0 is the unconditional model),
   toward the uniform distribution and toward 90% heavy strokes.
 It writes the records (under --out), docs/guidance-scale.png (three panels: epsilon, fd, FID
 against the scale, log-spaced) and the table docs/guidance-scale.md embeds. Records are
-reused when run again. Cost at the default 200 samples: about 10 minutes on 2 CPU cores.
+reused when run again. Cost at the default 200 samples: 13 jobs, about 10 minutes on 2 quiet CPU cores.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from fairbench.runner import run_benchmark  # noqa: E402
 
 BASE = "baselines/digits-uncond.toml"
 BAYES_SCALES = [0.0, 0.5, 1.0, 2.0, 4.0]
-DG_SCALES = [0.0, 30.0, 100.0, 300.0, 1000.0, 3000.0]
+DG_SCALES = [0.0, 30.0, 300.0, 3000.0]
 
 
 def grid(n_samples: int) -> dict:
@@ -41,11 +40,7 @@ def grid(n_samples: int) -> dict:
                              batch_size=min(n_samples, 500))
     model = data.pop("model")
     data["models"] = [dict(copy.deepcopy(model), guidance_scale=w, label=f"w={w:g}") for w in BAYES_SCALES]
-    data["methods"] = [
-        {"name": "conditional", "label": "guided conditional"},
-        {"name": "attribute_switching", "label": "guided switching(tau=reference)", "tau": "reference",
-         "search_batch_size": 128},
-    ]
+    data["methods"] = [{"name": "conditional", "label": "guided conditional"}]
     return data
 
 

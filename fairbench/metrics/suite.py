@@ -170,7 +170,7 @@ def evaluate(
         "epsilon_learner": estimate.learner, "epsilon_feature_space": estimate.feature_space,
         "epsilon_linear": linear.value, "epsilon_linear_ci": list(linear.interval),
     }
-    axes = getattr(setup.model, "attribute_axes", None)  # a product attribute: per-axis values too
+    axes = setup.model.capabilities.attribute_axes  # a product attribute: per-axis values too
     if axes is not None:
         metrics.update(epsilon_by_attribute(axes, spaces, requested, options=options, seed=seed))
     bar.update(1)

@@ -20,8 +20,8 @@ The generator is a diffusers ``UNet2DModel``: one without class embeddings
 (``condition = "null"``, the class k of a UNet trained with ``[model.unet] null_class = true``).
 
 The h-space: distribution guidance (`fairbench.methods.DistributionGuidance`) edits the UNet's
-mid-block output ``h_t`` (Parihar et al., CVPR 2024). A model offers this as its `HSpace`
-capability record: the bottleneck features of its last evaluation, an attribute classifier on
+mid-block output ``h_t`` (Parihar et al., CVPR 2024). A model offers this as the ``hspace``
+of its `Capabilities` (an `HSpace` record): the bottleneck features of its last evaluation, an attribute classifier on
 them (trained by `fairbench.train.cached_hspace`) and a way to evaluate the model with ``h_t``
 replaced by ``h_t + delta``.
 """
@@ -40,7 +40,7 @@ from ..schedulers import make_scheduler
 from ..errors import FairbenchError
 from ..train import GuidanceTraining, HSpaceTraining, JudgeTraining, UNetTraining, cached_hspace
 from . import register_model_kind
-from .base import AttributeAxes, EpsFunction, GuidanceClassifier, HSpace, Setup
+from .base import AttributeAxes, Capabilities, EpsFunction, GuidanceClassifier, HSpace, Setup
 from .unet import UNetSpec, labelled_splits, unet_sample_shape
 
 class GuidedDenoiser:
@@ -51,7 +51,6 @@ class GuidedDenoiser:
     adds no guidance. ``w = guidance_scale``; ``w = 1`` is Bayes' rule (module docstring).
     """
 
-    has_null_condition = True  # column k: the unconditional model itself
     conditioning: ClassVar[str] = "classifier guidance"  # how a condition reaches the model (records)
 
     def __init__(
@@ -75,12 +74,12 @@ class GuidedDenoiser:
         self.guidance_scale = float(guidance_scale)
         self.alphas_cumprod = alphas_cumprod.to(torch.float64)
         self.attribute_names = tuple(attribute_names)
-        self.attribute_axes = attribute_axes
         self.sample_shape = tuple(sample_shape)
         self.dtype = dtype
         self.schedule = dict(schedule)
         self.num_train_timesteps = int(schedule["num_train_timesteps"])
-        self.hspace = hspace
+        # column k of a mixture (the null condition) is the unconditional model itself
+        self.capabilities = Capabilities(null_condition=True, attribute_axes=attribute_axes, hspace=hspace)
 
     @property
     def num_attributes(self) -> int:
@@ -117,7 +116,8 @@ def gaussian_unconditional(model, *, guidance_scale: float = 1.0, classifier: Gu
     return GuidedDenoiser(
         unconditional, classifier or model.guidance_classifier(), guidance_scale=guidance_scale,
         alphas_cumprod=model.alphas_cumprod, attribute_names=model.attribute_names, sample_shape=model.sample_shape,
-        dtype=model.dtype, schedule=model.scheduler_config(), hspace=model.hspace, attribute_axes=model.attribute_axes,
+        dtype=model.dtype, schedule=model.scheduler_config(), hspace=model.capabilities.hspace,
+        attribute_axes=model.capabilities.attribute_axes,
     )
 
 
