@@ -40,7 +40,7 @@ from ..schedulers import make_scheduler
 from ..errors import FairbenchError
 from ..train import GuidanceTraining, HSpaceTraining, JudgeTraining, UNetTraining, cached_hspace
 from . import register_model_kind
-from .base import AttributeAxes, Capabilities, EpsFunction, GuidanceClassifier, HSpace, Setup
+from .base import AttributeAxes, Capabilities, EpsFunction, GuidanceClassifier, HSpace, ModelKind, Setup
 from .unet import UNetSpec, labelled_splits, unet_sample_shape
 
 class GuidedDenoiser:
@@ -51,7 +51,6 @@ class GuidedDenoiser:
     adds no guidance. ``w = guidance_scale``; ``w = 1`` is Bayes' rule (module docstring).
     """
 
-    conditioning: ClassVar[str] = "classifier guidance"  # how a condition reaches the model (records)
 
     def __init__(
         self,
@@ -190,7 +189,7 @@ def check_generator(unet, condition: str, k: int, where: str = "model") -> None:
 
 
 @dataclass(frozen=True)
-class UnconditionalSpec:
+class UnconditionalSpec(ModelKind):
     """``kind = "unconditional"``: the keys of ``kind = "unet"`` plus `condition`, `guidance_scale`
     and ``[model.hspace]`` (the h-space attribute classifier of distribution guidance).
 
@@ -203,6 +202,7 @@ class UnconditionalSpec:
 
     clip_sample_default: ClassVar[bool] = True
     takes_dataset: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
     kind: Literal["unconditional"]
     condition: Literal["null", "none"] = "null"
     guidance_scale: float = 1.0  # w of the Bayes-rule guidance that conditions the model; 1 is Bayes' rule
