@@ -223,3 +223,15 @@ def test_what_a_model_lacks_is_refused_on_one_line():
 def test_bad_unconditional_model_tables_are_refused(table, message):
     with pytest.raises(FairbenchError, match=message):
         model_spec({"kind": "unconditional", "unet": {"null_class": True}} | table)
+
+
+def test_a_bad_unconditional_config_is_refused_on_one_line_with_nothing_written(tmp_path, capsys):
+    from fairbench.cli import main
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[benchmark]\nname = "b"\n[dataset]\nname = "digits"\nattribute = "stroke"\n'
+                    '[model]\nkind = "unconditional"\ncondition = "nul"\n[[methods]]\nname = "conditional"\n')
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fairbench: error: ") and "'nul'" in err[0] and "null" in err[0]
+    assert not (tmp_path / "out").exists()
