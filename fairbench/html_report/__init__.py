@@ -72,7 +72,7 @@ def legend_html(frame: pd.DataFrame) -> str:
 
 def render_html(records: list[dict], directory: Path | None = None) -> str:
     """The whole page for `records`; `directory` is where sample grids are looked up."""
-    frame = leaderboard_frame(records)
+    frame = leaderboard_frame(records, directory)
     labels = [str(label) for label in dict.fromkeys(r["label"] for r in records)]
     benchmarks = ", ".join(escape(b) for b in dict.fromkeys(str(r["spec"].get("benchmark")) for r in records)) or "no records"
     seeds = ", ".join(escape(s) for s in dict.fromkeys(r["spec"].get("seed") for r in records))

@@ -42,6 +42,12 @@ def table_columns(frame: pd.DataFrame) -> list[Column]:
         if f"{name}_ci_low" in frame.columns:
             columns.append(Column(f"{name}_ci_low", f"{name} interval low", "number", f"lower end of {info.interval}, mean over seeds"))
             columns.append(Column(f"{name}_ci_high", f"{name} interval high", "number", f"upper end of {info.interval}, mean over seeds"))
+        if f"{name}_retrain_sd" in frame.columns:
+            columns.append(Column(f"{name}_retrain_sd", f"{name} retrain sd", "number",
+                                  "standard deviation over retrains of the networks (the second error bar)"))
+        if f"{name}_group" in frame.columns:
+            columns.append(Column(f"{name}_group", f"{name} group", "text",
+                                  "rank group: methods sharing a letter are not significantly different (Holm, 5%)"))
     return columns
 
 
@@ -51,7 +57,10 @@ def _cell(row: pd.Series, column: Column) -> tuple[str, str]:
         return str(row["method"]), str(row["method"])
     if column.key == "n_seeds":
         return str(int(row["n_seeds"])), str(int(row["n_seeds"]))
-    key = column.key if column.key.endswith(("_ci_low", "_ci_high")) else f"{column.key}_mean"
+    if column.key.endswith("_group"):
+        letters = row.get(column.key)
+        return (letters, letters) if isinstance(letters, str) else ("", "")
+    key = column.key if column.key.endswith(("_ci_low", "_ci_high", "_retrain_sd")) else f"{column.key}_mean"
     value = row.get(key)
     if not is_number(value):
         return "", ""

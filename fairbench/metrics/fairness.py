@@ -77,6 +77,10 @@ class EpsilonEstimate:
     # each candidate's own cross-fitted 2 BA - 1 (not nested, so not a lower bound: information only)
     candidates: dict[str, float] = field(default_factory=dict)
     statistic: float | None = None  # the unclipped repeat-averaged 2 BA - 1 the p-value tests
+    # Per input sample: the fraction of the repeats' held-out predictions that say pair[1] (NaN
+    # outside the pair), so that statistic = mean over pair[1]'s samples - mean over pair[0]'s.
+    # What paired comparisons resample (fairbench.compare); not part of the estimate's identity.
+    held_out_votes: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, classes: np.ndarray) -> float:
@@ -297,7 +301,7 @@ def _pair_estimate(spaces, y, *, learners, folds, repeats, subsamples, permutati
     learner, space = counts.most_common(1)[0][0].split("@", 1)
     selected = {name: counts[name] / len(winners) for name in sorted(counts)}
     candidates = {name: float(np.mean([scores[name] for scores in own])) for name in own[0]}
-    return value, interval, p_value, learner, space, selected, candidates, raw
+    return value, interval, p_value, learner, space, selected, candidates, raw, mean_positive
 
 
 def _as_spaces(features, n: int | None = None) -> dict[str, np.ndarray]:
@@ -378,13 +382,16 @@ def epsilon_fairness(
     best = None
     for a, b in pairs:
         mask = (requested == a) | (requested == b)
-        value, interval, p_value, learner, space, selected, candidates, raw = _pair_estimate(
+        value, interval, p_value, learner, space, selected, candidates, raw, votes = _pair_estimate(
             {name: x[mask] for name, x in spaces.items()}, requested[mask], learners=learners, folds=folds,
             repeats=repeats, subsamples=subsamples, permutations=permutations, confidence=confidence,
             bootstrap=bootstrap, seed=seed,
         )
         if best is None or value > best.value:
-            best = EpsilonEstimate(value, interval, (a, b), p_value, learner, space, selected, candidates, raw)
+            held_out_votes = np.full(len(requested), np.nan)
+            held_out_votes[mask] = votes
+            best = EpsilonEstimate(value, interval, (a, b), p_value, learner, space, selected, candidates, raw,
+                                   held_out_votes)
     if best.p_value is not None and len(pairs) > 1:
         best = replace(best, p_value=min(1.0, best.p_value * len(pairs)))
     return best

@@ -224,13 +224,16 @@ def quality_metrics(
     seed: int = 0,
     carried=None,
     real_labels=None,
+    evidence: dict | None = None,
 ) -> dict:
     """``fid``, ``kid``, ``fid_features`` and per group ``fid_by_group``, ``kid_by_group``, ``quality_groups``.
 
     `generated` and `real` are samples in the same space; `extractor` maps both to features.
     `carried`: the sensitive value each generated sample is meant to carry (default:
     `requested`); `real_labels`: the sensitive value of each real image. Groups are keyed by
-    the carried value's name.
+    the carried value's name. `evidence`: a dict that receives the generated samples' features
+    (``fid_features``, ``[N, D]``) and the real statistics (``fid_real_mean``, ``fid_real_cov``),
+    what paired comparisons of ``fid`` resample (`fairbench.compare`).
     """
     compute = lookup(QUALITY_BACKENDS, backend, "FID backend")
     if len(generated) < 2 or len(real) < 2:
@@ -243,6 +246,9 @@ def quality_metrics(
     groups = _groups(carried, real_labels, list(value_names), len(real))
     out, fg, fr = compute(generated, real, extractor, groups,
                           kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
+    if evidence is not None:
+        real_stats = FeatureStats.of(fr)
+        evidence.update(fid_features=fg.astype(np.float32), fid_real_mean=real_stats.mean, fid_real_cov=real_stats.cov)
     out["kid_by_group"] = {
         name: kernel_distance(fg[gi], fr[ri], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
         for name, (gi, ri) in groups.items() if len(ri) >= 2

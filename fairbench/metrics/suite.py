@@ -133,6 +133,7 @@ def evaluate(
     config: Any = None,
     final=None,
     device: str | torch.device = "cpu",
+    evidence: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The metrics of one run's `samples` (``[N, *sample_shape]``, requested values `requested`).
 
@@ -140,6 +141,8 @@ def evaluate(
     `final`: the value whose details each sample ends with (`SampleOutput.final`; default
     `requested`): the value per-group quality compares with, a grouping of bias inheritance,
     and the label when ``utility_target = "sensitive"``. `device`: where extractors and judges run.
+    `evidence`: a dict that receives the per-sample arrays the headline metrics are computed
+    from (`fairbench.compare.EVIDENCE` lists them), so they can be recomputed on resampled indices.
     """
     options = SuiteOptions.from_config(config)
     options.validate()
@@ -170,6 +173,9 @@ def evaluate(
         "epsilon_learner": estimate.learner, "epsilon_feature_space": estimate.feature_space,
         "epsilon_linear": linear.value, "epsilon_linear_ci": list(linear.interval),
     }
+    evidence = {} if evidence is None else evidence
+    evidence.update(requested=requested.astype(np.int64), epsilon_votes=estimate.held_out_votes,
+                    epsilon_pair=np.asarray(estimate.pair, dtype=np.int64))
     axes = getattr(setup.model, "attribute_axes", None)  # a product attribute: per-axis values too
     if axes is not None:
         metrics.update(epsilon_by_attribute(axes, spaces, requested, options=options, seed=seed))
@@ -177,6 +183,7 @@ def evaluate(
 
     real = setup.real
     final = requested if final is None else np.asarray(torch.as_tensor(final).cpu())
+    evidence["final"] = np.asarray(final).astype(np.int64)
     if setup.judge is not None:
         log_probs = _batched(setup.judge, samples, device=device, batch_size=batch)
         if log_probs.shape[1] != k:
@@ -187,6 +194,8 @@ def evaluate(
             confusion = confusion_matrix(real_log_probs, np.asarray(real.sensitive), k)
             metrics["judge_accuracy_by_class"] = per_class_accuracy(confusion, names)
         metrics.update(balance_metrics(log_probs, requested, names, target=options.balance_target, confusion=confusion))
+        evidence.update(judge_label=log_probs.argmax(axis=1).astype(np.int64),
+                        balance_target=np.asarray(options.balance_target or np.full(k, 1.0 / k), dtype=np.float64))
         if axes is not None:
             metrics.update(balance_by_attribute(
                 axes, log_probs, requested, target=options.balance_target,
@@ -201,7 +210,7 @@ def evaluate(
         samples, requested, real.samples, quality_extractor(setup, options, device=device),
         value_names=names, backend=options.fid_backend,
         kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size, seed=seed,
-        carried=final, real_labels=np.asarray(real.sensitive),
+        carried=final, real_labels=np.asarray(real.sensitive), evidence=evidence,
     ))
     bar.update(1)
 
@@ -216,6 +225,7 @@ def evaluate(
             target_labels, requested, final, names, real.target_values or [str(c) for c in range(m)],
             bootstrap=options.bootstrap, confidence=options.confidence, seed=seed,
         ))
+        evidence.update(target_label=target_labels.astype(np.int64), target_classes=np.int64(m))
         metrics["target_gap_heldout"] = real_target_gap(real_target, np.asarray(real.sensitive), k, m)
         if real.train is not None and real.train.target is not None:
             metrics["target_gap_train"] = real_target_gap(np.asarray(real.train.target), np.asarray(real.train.sensitive), k, m)
@@ -237,6 +247,9 @@ def evaluate(
             sensitive_names=names, real_train=reference,
         )
         metrics.update(result.as_metrics())
+        evidence["utility_correct"] = result.correct
+        if result.correct_real is not None:
+            evidence["utility_correct_real"] = result.correct_real
     bar.update(1)
     bar.close()
     return metrics
