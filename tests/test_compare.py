@@ -315,3 +315,23 @@ def test_plan_command(run_dir, capsys):
                           ([str(run_dir), "--epsilon", "0.3", "--half-width", "0.03"], "not both")]:
         assert main(["plan", *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_records_of_different_trainings_add_the_retrain_spread():
+    rng = np.random.default_rng(5)
+    requested = np.arange(2000) % 2
+    votes = {"a": (rng.random(2000) < np.where(requested == 1, 0.7, 0.3)).astype(float),
+             "b": (rng.random(2000) < np.where(requested == 1, 0.68, 0.3)).astype(float)}
+
+    def jobs(model_b):
+        return [_Job(label, 0, {"label": label, "spec": {"benchmark": "b", "model": model}, "metrics": {}},
+                     {"requested": requested, "epsilon_votes": votes[label], "epsilon_pair": np.array([0, 1])})
+                for label, model in (("a", {"kind": "unet", "seed": 0}), ("b", model_b))]
+
+    (same,) = compare_records(jobs({"kind": "unet", "seed": 0}), ["epsilon"], spreads={"epsilon": 0.03})
+    (other,) = compare_records(jobs({"kind": "unet", "seed": 1}), ["epsilon"], spreads={"epsilon": 0.03})
+    assert same.retrain_sd == 0 and other.retrain_sd == 0.03
+    se_same = (same.interval[1] - same.interval[0]) / (2 * norm.ppf(0.975))
+    se_other = (other.interval[1] - other.interval[0]) / (2 * norm.ppf(0.975))
+    assert se_other == pytest.approx(np.hypot(se_same, np.sqrt(2) * 0.03))
+    assert other.difference == same.difference and other.p_value > same.p_value
