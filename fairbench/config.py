@@ -21,6 +21,7 @@ from .datasets import dataset_spec
 from .metrics.suite import SuiteOptions
 from .models import model_spec
 from .schedulers import CLIPPING_SCHEDULERS, SCHEDULERS
+from .tau_search import SEARCHES
 from .tables import parse_table, positive
 
 # ---------------------------------------------------------------------------------------------
@@ -83,8 +84,8 @@ class MethodSpec:
         return parse_table(self.method_class.Params, dict(self.params), "method")
 
     def record(self) -> dict[str, Any]:
-        """The method's part of a job's spec (and hence of its key)."""
-        return {"name": self.name} | self.method_class.recorded(self.options(), dict(self.params))
+        """The method's part of a job's spec (and hence of its key): its parameters, defaults filled in."""
+        return {"name": self.name} | self.method_class.recorded(self.options())
 
     def table(self) -> dict[str, Any]:
         """The ``[[methods]]`` table this spec parses from."""
@@ -121,6 +122,10 @@ def parse_method(table: Any, where: str) -> MethodSpec:
         others = sorted({f.name for other in METHODS.values() for f in dataclasses.fields(other.Params)})
         raise FairbenchError(f"Unknown key {where}.{key!r} for method {name!r}.{suggest(key, own or others)}")
     params = parse_table(cls.Params, table, where)
+    for f in dataclasses.fields(cls.Params):  # a string that names a tau search must name one
+        value = getattr(params, f.name)
+        if f.metadata.get("names_a_search") and isinstance(value, str) and value not in SEARCHES:
+            raise FairbenchError(f"{where}.{f.name} = {value!r} is not a search.{suggest(value, list(SEARCHES))}")
     given = {key: getattr(params, key) for key in table}
     return MethodSpec(name=name, label=label, params=given)
 

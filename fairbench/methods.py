@@ -4,16 +4,20 @@ Every method maps ``(t, requested)`` to a per-sample mixture over the k attribut
 (``weights``, shape [B, k]); the model turns the mixture into its condition. The sampling
 loop (`fairbench.sampling`) is shared by all of them.
 
-A method owns its parameters. Its class declares them as a frozen dataclass ``Params``
-(types, defaults, ranges checked in ``Params.validate``), names the ones a config may sweep
-over in ``sweepable``, and builds itself from the parsed parameters and what the run
-provides (a `MethodContext`) in ``build``. The config layer only routes ``name`` and the
-rest of a ``[[methods]]`` table here; adding a method is one class and one line in
-`METHODS` (see docs/adding-a-method.md).
+A method owns its parameters, and declares them once: a frozen dataclass ``Params`` (types,
+defaults, ranges checked in ``Params.validate``) that the method class extends, so the
+method's fields, the parameters its record shows (`Method.params`) and its part of a job's
+spec (`Method.recorded`) all come from that one list. It names the keys a config may sweep
+over in ``sweepable``, the model capabilities it needs in ``requires`` (checked once, with
+the config location, by `check_method`), and builds itself from the parsed parameters and
+what the run provides (a `MethodContext`) in ``build``. The config layer only routes
+``name`` and the rest of a ``[[methods]]`` table here; adding a method is one class and one
+line in `METHODS` (see docs/adding-a-method.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +25,10 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from .errors import FairbenchError, lookup, suggest
-from .models.base import Denoiser, GuidanceClassifier, one_hot
+from .errors import FairbenchError, lookup
+from .models.base import CAPABILITIES, Capability, Denoiser, GuidanceClassifier, one_hot
 from .noise import sample_seed
 from .tables import positive
-
-# The tau searches a `tau` may name (the registry `fairbench.tau_search.SEARCHES`, which builds
-# on this module; tests/test_tau_search.py checks the two agree).
-SEARCHES = ("reference", "direct", "direct_mean", "sweep")
 
 
 @dataclass(frozen=True)
@@ -49,40 +49,54 @@ class MethodContext:
     guidance: GuidanceClassifier | None = None
     search_tau: Callable[[str, int, tuple[int, int]], int] | None = None
 
+    def offers(self, capability: Capability) -> bool:
+        """Whether the run provides `capability`: the model's (`Denoiser.capabilities`), or a guidance classifier."""
+        if capability == "guidance_classifier":
+            return self.guidance is not None
+        return capability in self.model.capabilities.offered()
+
 
 class Method:
-    """The interface every method implements; subclasses are frozen dataclasses.
+    """The interface every method implements; subclasses are frozen dataclasses that extend their ``Params``.
 
     Class attributes: ``name`` (the registry key), ``Params`` (the config keys, a frozen
-    dataclass parsed strictly by `fairbench.tables.parse_table`), ``sweepable`` (keys that
-    may be given a list in a config, one method per value; these also make up the default
-    label), ``example`` (a valid params table, used by the contract tests) and
-    ``final_rule`` (how `final` relates to the request, written into the record).
+    dataclass parsed strictly by `fairbench.tables.parse_table`; the method class extends
+    it, so its fields are the method's first fields), ``sweepable`` (keys that may be given
+    a list in a config, one method per value; these also make up the default label),
+    ``requires`` (capability -> the parameter that asks for it, None when the method always
+    needs it; `check_method`), ``example`` (a valid params table, used by the contract tests)
+    and ``final_rule`` (how `final` relates to the request, written into the record).
 
-    Optional hooks: ``correct(eps, x, t, abar_t, requested)`` adjusts the noise prediction
-    (``requested``: the per-sample values the sampler was given); it is counted as one
-    classifier evaluation per sample, or, for a method whose correction calls the model
-    (``correction_nfe`` > 0), as that many model evaluations per sample and step. And
-    ``assign(requested, k, seed, indices)`` replaces the value each sample is asked for
+    Optional hooks, None on this class: ``correct(eps, x, t, abar_t, requested)`` adjusts the
+    noise prediction (``requested``: the per-sample values the sampler was given); it is
+    counted as one classifier evaluation per sample, or, for a method whose correction calls
+    the model (``correction_nfe`` > 0), as that many model evaluations per sample and step.
+    And ``assign(requested, k, seed, indices)`` replaces the value each sample is asked for
     before sampling (a control that ignores the request, or a method that draws a value).
     """
 
     name: ClassVar[str]
     Params: ClassVar[type] = NoParams
     sweepable: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[dict[Capability, str | None]] = {}
     example: ClassVar[dict[str, Any]] = {}
     final_rule: ClassVar[str] = "requested"
     correction_nfe: ClassVar[int] = 0  # model evaluations per sample and step made by `correct`
+    correct: ClassVar[Callable[..., torch.Tensor] | None] = None
+    assign: ClassVar[Callable[..., torch.Tensor] | None] = None
 
     @classmethod
     def build(cls, params: Any, context: MethodContext) -> "Method":
-        """The method for one run; the default passes every parameter to the constructor."""
+        """The method for one run (`check_method` has passed); the default passes every parameter on."""
         return cls(**vars(params))
 
     @classmethod
-    def recorded(cls, params: Any, given: dict[str, Any]) -> dict[str, Any]:
-        """The parameters a record's spec (and hence its key) holds: by default those the config gave."""
-        return dict(given)
+    def recorded(cls, params: Any) -> dict[str, Any]:
+        """The parameters a job's spec (and hence its key) holds: the fields of ``Params`` off their
+        defaults (a required one always), so a value written out equal to its default, or a new
+        parameter whose default keeps the old behaviour, leaves the key unchanged."""
+        return {f.name: value for f in dataclasses.fields(params)
+                if (value := getattr(params, f.name)) != f.default or f.default is dataclasses.MISSING}
 
     @classmethod
     def check_model(cls, params: Any, num_train_timesteps: int, where: str) -> None:
@@ -90,7 +104,7 @@ class Method:
 
     @classmethod
     def check_context(cls, params: Any, context: MethodContext, where: str) -> None:
-        """Checks that need what the run provides (a null condition, a guidance classifier), before any work."""
+        """Checks of parameter values against what the run provides, beyond ``requires`` (before any work)."""
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError
@@ -105,13 +119,36 @@ class Method:
         steps from a conditional run (`fairbench.sampling.PrefixCache`)."""
         return 0
 
+    def attention_amplification(self) -> float:
+        """The factor on the attribute prompt tokens' cross-attention (1: none; needs ``prompt_tokens``)."""
+        return 1.0
+
     def params(self) -> dict[str, Any]:
-        """The parameters this instance runs with, as the record shows them."""
-        return {}
+        """Every parameter this instance runs with (a searched tau resolved), as the record shows them."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self.Params)}
 
     def run_metrics(self) -> dict[str, Any]:
         """Values the method settled on for this run (e.g. a searched tau), added to the metrics."""
         return {}
+
+
+def check_method(cls: type[Method], params: Any, context: MethodContext, where: str) -> None:
+    """Refuse, on one line naming the config location, a method the run cannot serve: a capability
+    in ``cls.requires`` the run lacks (one asked for by a parameter only when that parameter is off
+    its default), then the method's own `Method.check_context`. The runner calls it once per method,
+    before any work."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls.Params)}
+    for capability, parameter in cls.requires.items():
+        if context.offers(capability):
+            continue
+        what, remedy = CAPABILITIES[capability]
+        if parameter is None:
+            raise FairbenchError(f"{where}: {cls.name} needs {what}, and this model has none{': ' + remedy if remedy else ''}")
+        value = getattr(params, parameter)
+        if value != defaults[parameter]:
+            leave = "out" if defaults[parameter] is None else f"at {defaults[parameter]!r}"
+            raise FairbenchError(f"{where}.{parameter} = {value!r} needs {what}, and this model has none; leave {parameter} {leave}")
+    cls.check_context(params, context, where)
 
 
 def derangement(requested: torch.Tensor, k: int, target: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -135,23 +172,26 @@ class Conditional(Method):
         return len(timesteps) if type(self).weights is Conditional.weights else 0
 
 
+# Field metadata of a parameter whose string values name a tau search (`fairbench.tau_search.SEARCHES`,
+# checked where configs are parsed, `fairbench.config.parse_method`).
+NAMES_A_SEARCH = {"names_a_search": True}
+
+
 @dataclass(frozen=True)
 class SwitchingParams:
     """``tau``: a training timestep, a fraction of T, or the name of a search."""
 
-    tau: int | float | str
+    tau: int | float | str = field(metadata=NAMES_A_SEARCH)
     search_batch_size: int = 256  # noises per tau search; only used when tau names a search
     # One axis of a product attribute to switch, the others kept; None: the whole condition
     switch_attribute: str | None = None
 
     def validate(self, where: str) -> None:
-        if isinstance(self.tau, str) and self.tau not in SEARCHES:
-            raise FairbenchError(f"{where}.tau = {self.tau!r} is not a search.{suggest(self.tau, list(SEARCHES))}")
         positive(self.search_batch_size, f"{where}.search_batch_size")
 
 
 @dataclass(frozen=True)
-class AttributeSwitching(Method):
+class AttributeSwitching(SwitchingParams, Method):
     """Algorithm 1 of Choi et al. (AAAI 2024): condition on ``s0`` while ``t > tau``, then ``s1``.
 
     `tau` is a training timestep in ``[-1, T-1]``: -1 never switches, ``T-1`` conditions on
@@ -165,12 +205,11 @@ class AttributeSwitching(Method):
     whole condition switches to the next flat value.
     """
 
-    tau: int
-    target: tuple[int, ...] | None = None
-    switch_attribute: str | None = None
+    target: tuple[int, ...] | None = None  # target[a]: the value a request for a switches to
     name: ClassVar[str] = "attribute_switching"
     Params: ClassVar[type] = SwitchingParams
     sweepable: ClassVar[tuple[str, ...]] = ("tau",)
+    requires: ClassVar[dict[Capability, str | None]] = {"attribute_axes": "switch_attribute"}
     example: ClassVar[dict[str, Any]] = {"tau": 500}
 
     @property
@@ -181,38 +220,33 @@ class AttributeSwitching(Method):
 
     @classmethod
     def check_context(cls, params: SwitchingParams, context: MethodContext, where: str) -> None:
-        if params.switch_attribute is None:
-            return
-        axes = getattr(context.model, "attribute_axes", None)
-        if axes is None:
-            raise FairbenchError(
-                f"{where}.switch_attribute = {params.switch_attribute!r} needs a sensitive attribute with several "
-                "axes, and this model has one; leave switch_attribute out"
-            )
-        axes.axis(params.switch_attribute, f"{where}.switch_attribute")
+        axes = context.model.capabilities.attribute_axes
+        if params.switch_attribute is not None and axes is not None:
+            axes.axis(params.switch_attribute, f"{where}.switch_attribute")
 
     @classmethod
     def build(cls, params: SwitchingParams, context: MethodContext) -> "AttributeSwitching":
-        cls.check_context(params, context, "method")
-        switched: dict[str, Any] = {}
-        pair = (0, 1)
+        target, pair = None, (0, 1)
         if params.switch_attribute is not None:
-            axes = context.model.attribute_axes
+            axes = context.model.capabilities.attribute_axes
             target = axes.switch_target(axes.axis(params.switch_attribute))
-            switched = {"target": target, "switch_attribute": params.switch_attribute}
             pair = (0, target[0])  # the first tuple and the one that differs from it in the switched axis
         if isinstance(params.tau, str):
             if context.search_tau is None:
                 raise FairbenchError(f"tau = {params.tau!r} needs a tau search, which this run does not provide")
-            return cls(tau=context.search_tau(params.tau, params.search_batch_size, pair), **switched)
-        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), **switched)
+            tau = context.search_tau(params.tau, params.search_batch_size, pair)
+        else:
+            tau = resolve_tau(params.tau, context.model.num_train_timesteps)
+        return cls(**vars(params) | {"tau": tau}, target=target)
 
     @classmethod
-    def recorded(cls, params: SwitchingParams, given: dict[str, Any]) -> dict[str, Any]:
+    def recorded(cls, params: SwitchingParams) -> dict[str, Any]:
         # The search's batch size changes the result only when tau is searched.
-        out = {k: v for k, v in given.items() if k != "search_batch_size"}
+        out = super().recorded(params)
         if isinstance(params.tau, str):
             out["search_batch_size"] = params.search_batch_size
+        else:
+            out.pop("search_batch_size", None)
         return out
 
     @classmethod
@@ -231,10 +265,6 @@ class AttributeSwitching(Method):
         # the request while t > tau; timesteps are visited in descending order
         return next((i for i, t in enumerate(timesteps) if t <= self.tau), len(timesteps))
 
-    def params(self) -> dict[str, Any]:
-        shown = {"tau": self.tau, "target": "next value, cyclically" if self.target is None else list(self.target)}
-        return shown | ({} if self.switch_attribute is None else {"switch_attribute": self.switch_attribute})
-
     def run_metrics(self) -> dict[str, Any]:
         return {"tau": self.tau}
 
@@ -249,10 +279,9 @@ class MixingParams:
 
 
 @dataclass(frozen=True)
-class EmbeddingMixing(Method):
+class EmbeddingMixing(MixingParams, Method):
     """One condition for all steps: the interpolated embedding ``(1 - w) E[s0] + w E[s1]``."""
 
-    weight: float = 0.5
     name: ClassVar[str] = "embedding_mixing"
     Params: ClassVar[type] = MixingParams
     sweepable: ClassVar[tuple[str, ...]] = ("weight",)
@@ -260,9 +289,6 @@ class EmbeddingMixing(Method):
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         return (1.0 - self.weight) * one_hot(requested, k) + self.weight * one_hot(derangement(requested, k), k)
-
-    def params(self) -> dict[str, Any]:
-        return {"weight": self.weight}
 
 
 @dataclass(frozen=True)
@@ -278,7 +304,7 @@ class GuidanceParams:
 
 
 @dataclass(frozen=True)
-class ClassifierGuidance(Method):
+class ClassifierGuidance(GuidanceParams, Method):
     """Condition on the request and correct the noise prediction with a noise-aware classifier.
 
     ``target = "uniform"`` pushes the classifier's posterior toward uniform:
@@ -294,23 +320,16 @@ class ClassifierGuidance(Method):
     request's log-probability.
     """
 
-    scale: float = 1.0
     classifier: GuidanceClassifier | None = field(default=None, compare=False, repr=False)
-    target: Literal["uniform", "unconditional"] = "uniform"
     name: ClassVar[str] = "classifier_guidance"
     Params: ClassVar[type] = GuidanceParams
     sweepable: ClassVar[tuple[str, ...]] = ("scale",)
+    requires: ClassVar[dict[Capability, str | None]] = {"guidance_classifier": None}
     example: ClassVar[dict[str, Any]] = {"scale": 2.0}
 
     @classmethod
-    def check_context(cls, params: GuidanceParams, context: MethodContext, where: str) -> None:
-        if context.guidance is None:
-            raise FairbenchError(f"{where}: classifier_guidance needs a guidance classifier, and this model has none")
-
-    @classmethod
     def build(cls, params: GuidanceParams, context: MethodContext) -> "ClassifierGuidance":
-        cls.check_context(params, context, "method")
-        return cls(scale=params.scale, classifier=context.guidance, target=params.target)
+        return cls(**vars(params), classifier=context.guidance)
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         return one_hot(requested, k)
@@ -327,9 +346,6 @@ class ClassifierGuidance(Method):
                 objective = -log_prob.gather(1, requested.to(log_prob.device).long()[:, None]).sum()
             (grad,) = torch.autograd.grad(objective, x_in)
         return eps - self.scale * math.sqrt(1.0 - abar_t) * grad.to(eps.dtype)
-
-    def params(self) -> dict[str, Any]:
-        return {"scale": self.scale} | ({} if self.target == "uniform" else {"target": self.target})
 
 
 @dataclass(frozen=True)
@@ -356,16 +372,6 @@ class RandomCondition(Method):
         return one_hot(requested, k)
 
 
-def null_condition_refusal(where: str, name: str, model: Denoiser) -> None:
-    """One line naming what a method that starts from the null condition needs, if the model lacks it."""
-    if not getattr(model, "has_null_condition", False):
-        raise FairbenchError(
-            f"{where}: {name} needs a null condition, and this model has none: train the UNet with "
-            "[model.unet] null_class = true (a UNet with k + 1 class embeddings), or give a "
-            "text-to-image model a neutral_prompt"
-        )
-
-
 @dataclass(frozen=True)
 class NullPrefixParams:
     """``tau``: a training timestep in [-1, T-1], or a fraction of T."""
@@ -374,7 +380,7 @@ class NullPrefixParams:
 
 
 @dataclass(frozen=True)
-class NullPrefixSwitching(Method):
+class NullPrefixSwitching(NullPrefixParams, Method):
     """The null condition while ``t > tau``, the requested value while ``t <= tau``.
 
     Coarse structure comes from the unconditional model, details from the request (the
@@ -387,20 +393,15 @@ class NullPrefixSwitching(Method):
     so tau is given as a number.
     """
 
-    tau: int
     name: ClassVar[str] = "null_prefix_switching"
     Params: ClassVar[type] = NullPrefixParams
     sweepable: ClassVar[tuple[str, ...]] = ("tau",)
+    requires: ClassVar[dict[Capability, str | None]] = {"null_condition": None}
     example: ClassVar[dict[str, Any]] = {"tau": 500}
 
     @classmethod
-    def check_context(cls, params: NullPrefixParams, context: MethodContext, where: str) -> None:
-        null_condition_refusal(where, cls.name, context.model)
-
-    @classmethod
     def build(cls, params: NullPrefixParams, context: MethodContext) -> "NullPrefixSwitching":
-        cls.check_context(params, context, "method")
-        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps))
+        return cls(**vars(params) | {"tau": resolve_tau(params.tau, context.model.num_train_timesteps)})
 
     @classmethod
     def check_model(cls, params: NullPrefixParams, num_train_timesteps: int, where: str) -> None:
@@ -409,9 +410,6 @@ class NullPrefixSwitching(Method):
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         value = requested if t <= self.tau else torch.full_like(requested, k)
         return one_hot(value, k + 1)
-
-    def params(self) -> dict[str, Any]:
-        return {"tau": self.tau}
 
 
 @dataclass(frozen=True)
@@ -438,7 +436,7 @@ class SemanticParams:
 
 
 @dataclass(frozen=True)
-class SemanticGuidance(Method):
+class SemanticGuidance(SemanticParams, Method):
     """Fair Diffusion (Friedrich et al. 2023): semantic guidance toward a value drawn per sample.
 
     Sample i keeps its request ``a`` as the condition and draws a value ``b`` uniformly from
@@ -465,11 +463,6 @@ class SemanticGuidance(Method):
     read ``a`` and ``b`` back from it.
     """
 
-    edit_scale: float = 4.0
-    warmup_steps: int = 10
-    threshold: float = 0.95
-    momentum_scale: float = 0.3
-    momentum_beta: float = 0.6
     model: Denoiser | None = field(default=None, compare=False, repr=False)
     # The running trajectory's step count and momentum (reset when t stops decreasing).
     trajectory: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -514,18 +507,11 @@ class SemanticGuidance(Method):
         step, state["step"], state["t"] = state["step"], state["step"] + 1, t
         return eps + edit if step >= self.warmup_steps else eps
 
-    def params(self) -> dict[str, Any]:
-        return {
-            "edit_scale": self.edit_scale, "warmup_steps": self.warmup_steps, "threshold": self.threshold,
-            "momentum_scale": self.momentum_scale, "momentum_beta": self.momentum_beta,
-        }
-
 
 @dataclass(frozen=True)
-class QueuingParams:
+class QueuingParams(NullPrefixParams):
     """``tau``: the switch from the base to the attribute prompt; ``amplification``: attention factor c."""
 
-    tau: int | float
     amplification: float = 1.0  # c > 0 on the attribute tokens' cross-attention after the switch; 1 is none
 
     def validate(self, where: str) -> None:
@@ -534,7 +520,7 @@ class QueuingParams:
 
 
 @dataclass(frozen=True)
-class PromptQueuing(NullPrefixSwitching):
+class PromptQueuing(QueuingParams, NullPrefixSwitching):
     """FairQueue's prompt queuing (Teo et al., NeurIPS 2024), with its attention amplification.
 
     The base prompt (the model's neutral prompt) while ``t > tau``, the attribute prompt of
@@ -554,28 +540,14 @@ class PromptQueuing(NullPrefixSwitching):
     call (the runner's path for text-to-image). No extra model evaluation.
     """
 
-    amplification: float = 1.0
     name: ClassVar[str] = "prompt_queuing"
     Params: ClassVar[type] = QueuingParams
     sweepable: ClassVar[tuple[str, ...]] = ("tau", "amplification")
+    requires: ClassVar[dict[Capability, str | None]] = {"null_condition": None, "prompt_tokens": "amplification"}
     example: ClassVar[dict[str, Any]] = {"tau": 500}
 
-    @classmethod
-    def check_context(cls, params: QueuingParams, context: MethodContext, where: str) -> None:
-        null_condition_refusal(where, cls.name, context.model)
-        if params.amplification != 1.0 and not hasattr(context.model, "token_scale"):
-            raise FairbenchError(
-                f"{where}.amplification = {params.amplification} needs prompt tokens to amplify "
-                "(a text-to-image model); this model has none, so leave amplification at 1"
-            )
-
-    @classmethod
-    def build(cls, params: QueuingParams, context: MethodContext) -> "PromptQueuing":
-        cls.check_context(params, context, "method")
-        return cls(tau=resolve_tau(params.tau, context.model.num_train_timesteps), amplification=params.amplification)
-
-    def params(self) -> dict[str, Any]:
-        return {"tau": self.tau, "amplification": self.amplification}
+    def attention_amplification(self) -> float:
+        return self.amplification
 
 
 METHODS: dict[str, type[Method]] = {
@@ -596,15 +568,15 @@ def method_class(name: str) -> type[Method]:
 
 def assigned(method: Method, requested: torch.Tensor, k: int, *, seed: int, indices: Sequence[int]) -> torch.Tensor:
     """The values the sampler conditions on for these samples: the request, unless the method assigns its own."""
-    assign = getattr(method, "assign", None)
-    return requested if assign is None else assign(requested, k, seed, indices)
+    return requested if method.assign is None else method.assign(requested, k, seed, indices)
 
 
 def resolve_tau(value: int | float, num_train_timesteps: int) -> int:
     """An integer tau in ``[-1, T-1]``; a float in ``[0, 1]`` is read as the fraction ``tau / T``."""
     T = num_train_timesteps
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise FairbenchError(f"tau must be an integer in [-1, {T - 1}], a fraction in [0, 1], 'reference' or 'direct'; got {value!r}")
+        raise FairbenchError(f"tau must be an integer in [-1, {T - 1}] or a fraction in [0, 1] (a searched tau is resolved "
+                             f"by its search); got {value!r}")
     if isinstance(value, float):
         if not (0.0 <= value <= 1.0) or not math.isfinite(value):
             raise FairbenchError(f"tau fraction must be in [0, 1], got {value!r}")

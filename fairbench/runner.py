@@ -31,7 +31,7 @@ from .errors import FairbenchError, lookup
 from .figures import write_figures
 from .html_report import write_html
 from .leaderboard import write_leaderboard
-from .methods import Conditional, MethodContext, assigned
+from .methods import Conditional, MethodContext, assigned, check_method
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
@@ -256,7 +256,7 @@ class SetupCache:
             config.check_methods(setup.model.num_train_timesteps)
             context = MethodContext(model=setup.model, guidance=setup.guidance)
             for i, spec in enumerate(config.methods):  # what a method needs of the model, before any work
-                spec.method_class.check_context(spec.options(), context, f"methods[{i}]")
+                check_method(spec.method_class, spec.options(), context, f"methods[{i}]")
             _warm_up(setup, config, self.device)
             self._setups[key] = setup
         return self._setups[key]

@@ -113,7 +113,7 @@ def denoise(
     abar = scheduler.alphas_cumprod
     k = model.num_attributes
     nfe = classifier_evals = 0
-    correct = getattr(method, "correct", None)
+    correct = method.correct
     for index, t_tensor in enumerate(scheduler.timesteps):
         if index < first:
             continue

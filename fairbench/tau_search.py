@@ -497,24 +497,21 @@ def search_tau(kind: str, model: Denoiser, **kwargs) -> TauSearchResult:
 def search_features(kind: str, setup) -> Features | None:
     """The features search `kind` measures for a run's `Setup`, as a function of the sampling loop's output.
 
-    Kinds whose loop produces latents (a `decode` method) decode before `Setup.features`.
+    Kinds whose loop produces latents (`Setup.decode`) decode before `Setup.features`.
     """
     wanted = lookup(SEARCHES, kind, "tau search").features
     if wanted == "none":
         return None
     if wanted == "balance":
-        return setup.extras.get("balance_features")
+        return setup.balance_features
     to_samples = loop_output_to_samples(setup)
     return lambda x: setup.features(to_samples(x))
 
 
 def loop_output_to_samples(setup) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The shared loop's output as the run's samples: latents are decoded for kinds that sample
-    through their own pipeline (they have a `decode`), anything else is already a sample."""
-    decode = getattr(setup.model, "decode", None)
-    if decode is not None and setup.sample is not None:
-        return decode
-    return lambda x: x
+    """The shared loop's output as the run's samples: latents are decoded for kinds whose loop runs
+    in a latent space (`Setup.decode`), anything else is already a sample."""
+    return setup.decode or (lambda x: x)
 
 
 def run_search(kind: str, setup, **kwargs) -> TauSearchResult:

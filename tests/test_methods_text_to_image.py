@@ -14,6 +14,7 @@ import torch
 
 from fairbench.errors import FairbenchError
 from fairbench.methods import (
+    check_method,
     ClassifierGuidance,
     Conditional,
     MethodContext,
@@ -56,7 +57,7 @@ def test_null_prefix_at_the_ends_is_the_plain_pipeline_on_the_neutral_and_the_re
 def test_a_pipeline_without_a_neutral_prompt_is_refused_with_one_line(t2i):  # noqa: F811
     for method in (NullPrefixSwitching, PromptQueuing):
         with pytest.raises(FairbenchError, match="neutral_prompt") as caught:
-            method.build(method.Params(tau=500), MethodContext(model=t2i.model))
+            check_method(method, method.Params(tau=500), MethodContext(model=t2i.model), "methods[0]")
         assert "\n" not in str(caught.value)
 
 
@@ -82,8 +83,9 @@ def test_amplification_acts_only_after_the_switch(t2i, neutral):  # noqa: F811
 
 def test_amplification_needs_prompt_tokens(gaussian):
     with pytest.raises(FairbenchError, match="amplification") as caught:
-        PromptQueuing.build(PromptQueuing.Params(tau=500, amplification=2.0), MethodContext(model=gaussian))
-    assert "\n" not in str(caught.value)
+        check_method(PromptQueuing, PromptQueuing.Params(tau=500, amplification=2.0), MethodContext(model=gaussian), "m")
+    assert str(caught.value).startswith("m.amplification = 2.0 needs prompt tokens") and "\n" not in str(caught.value)
+    check_method(PromptQueuing, PromptQueuing.Params(tau=500), MethodContext(model=gaussian), "m")
     assert PromptQueuing.build(PromptQueuing.Params(tau=500), MethodContext(model=gaussian)) == PromptQueuing(tau=500)
 
 

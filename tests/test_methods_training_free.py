@@ -12,6 +12,7 @@ import torch
 
 from fairbench.errors import FairbenchError
 from fairbench.methods import (
+    check_method,
     ClassifierGuidance,
     Conditional,
     MethodContext,
@@ -102,7 +103,7 @@ def test_the_closed_form_tv_is_given_exactly_when_the_null_condition_is_unused(g
 
 def test_null_prefix_on_a_unet_with_a_null_class():
     model = UNetDenoiser(tiny_unet(num_class_embeds=3), SCHEDULE, ("light", "heavy"))
-    assert model.has_null_condition
+    assert model.capabilities.null_condition
     requested = torch.tensor([0, 1, 1, 0])
     kw = dict(steps=4, batch_size=4)
     method = NullPrefixSwitching.build(NullPrefixSwitching.Params(tau=999), MethodContext(model=model))
@@ -114,10 +115,11 @@ def test_null_prefix_on_a_unet_with_a_null_class():
 
 def test_a_model_without_a_null_condition_is_refused_with_one_line():
     model = UNetDenoiser(tiny_unet(num_class_embeds=2), SCHEDULE, ("light", "heavy"))
-    assert not model.has_null_condition
+    assert not model.capabilities.null_condition
     with pytest.raises(FairbenchError) as caught:
-        NullPrefixSwitching.build(NullPrefixSwitching.Params(tau=500), MethodContext(model=model))
+        check_method(NullPrefixSwitching, NullPrefixSwitching.Params(tau=500), MethodContext(model=model), "methods[2]")
     message = str(caught.value)
+    assert message.startswith("methods[2]: null_prefix_switching needs a null condition")
     assert "\n" not in message and "null_class = true" in message and "neutral_prompt" in message
 
 
@@ -132,7 +134,7 @@ def test_null_prefix_tau_is_checked_against_the_model(gaussian):
 
 
 def test_bayes_rule_correction_with_the_exact_posterior_is_the_unconditional_model(gaussian):
-    guidance = ClassifierGuidance(1.0, gaussian.guidance_classifier(), target="unconditional")
+    guidance = ClassifierGuidance(1.0, classifier=gaussian.guidance_classifier(), target="unconditional")
     x = torch.randn(32, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1.5
     requested = torch.arange(32) % 2
     for t in (5, 300, 700, 999):
@@ -143,7 +145,7 @@ def test_bayes_rule_correction_with_the_exact_posterior_is_the_unconditional_mod
 
 def test_bayes_rule_guidance_samples_the_unconditional_model(gaussian):
     requested = torch.arange(64) % 2
-    guided = run(gaussian, ClassifierGuidance(1.0, gaussian.guidance_classifier(), target="unconditional"), requested)
+    guided = run(gaussian, ClassifierGuidance(1.0, classifier=gaussian.guidance_classifier(), target="unconditional"), requested)
     unconditional = run(gaussian, NullPrefixSwitching(-1), requested)
     assert torch.allclose(guided.samples, unconditional.samples, atol=1e-10)
     assert guided.classifier_evals == guided.nfe == 64 * 20
@@ -152,7 +154,7 @@ def test_bayes_rule_guidance_samples_the_unconditional_model(gaussian):
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_bayes_rule_guidance_at_scale_zero_is_conditional_bitwise(gaussian, scheduler):
     requested = torch.arange(16) % 2
-    zero = ClassifierGuidance(0.0, gaussian.guidance_classifier(), target="unconditional")
+    zero = ClassifierGuidance(0.0, classifier=gaussian.guidance_classifier(), target="unconditional")
     assert torch.equal(run(gaussian, zero, requested, scheduler).samples,
                        run(gaussian, Conditional(), requested, scheduler).samples)
 
@@ -167,7 +169,7 @@ def test_bayes_rule_guidance_is_the_request_log_probability_at_negative_scale(ga
     (grad,) = torch.autograd.grad(classifier.log_prob(x_in, t).gather(1, requested[:, None]).sum(), x_in)
     eps = gaussian.eps(x, t, one_hot(requested, 2, torch.float64))
     expected = eps + 0.7 * math.sqrt(1.0 - abar) * grad
-    got = ClassifierGuidance(0.7, classifier, target="unconditional").correct(eps, x, t, abar, requested)
+    got = ClassifierGuidance(0.7, classifier=classifier, target="unconditional").correct(eps, x, t, abar, requested)
     assert torch.allclose(got, expected, atol=1e-14)
 
 

@@ -286,6 +286,7 @@ def digits_setup():
     from sklearn.linear_model import LogisticRegression
 
     from fairbench.datasets import dataset_spec
+    from fairbench.models.base import Capabilities
 
     data = dataset_spec({"name": "digits", "attribute": "stroke", "target": "digit", "bias": 0.8, "seed": 0}).load()
     parts = {split: data.subset(split) for split in ("train", "val", "test")}
@@ -301,7 +302,7 @@ def digits_setup():
 
     real = RealData(samples=images["test"], sensitive=stroke["test"], target=digit["test"], target_values=tuple("0123456789"),
                     train=RealData(samples=images["train"], sensitive=stroke["train"], target=digit["train"]))
-    model = SimpleNamespace(attribute_names=("light", "heavy"), sample_shape=(1, 8, 8))
+    model = SimpleNamespace(attribute_names=("light", "heavy"), sample_shape=(1, 8, 8), capabilities=Capabilities())
     from fairbench.models import Setup
     setup = Setup(model=model, real=real, judge=judge_of(stroke), target_judge=judge_of(digit))
     return setup, images, stroke

@@ -76,8 +76,8 @@ def test_switch_target_moves_only_that_axis(axis):
 def test_gaussian_product_model_names_and_axes():
     model = product_setup().model
     assert model.attribute_names == ("female/young", "female/old", "male/young", "male/old")
-    assert model.attribute_axes.names == ("sex", "age")
-    assert parse_table(GaussianSpec, {"kind": "gaussian", "means": MEANS[:2]}, "model").build().model.attribute_axes is None
+    assert model.capabilities.attribute_axes.names == ("sex", "age")
+    assert parse_table(GaussianSpec, {"kind": "gaussian", "means": MEANS[:2]}, "model").build().model.capabilities.attribute_axes is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_switching_one_axis_changes_only_that_axis(name, moved, kept):
     model = product_setup().model
     method = switching({"tau": 400, "switch_attribute": name}, model)
     samples, requested, final = run(model, method, 64)
-    before, after = model.attribute_axes.decode(requested), model.attribute_axes.decode(final)
+    before, after = model.capabilities.attribute_axes.decode(requested), model.capabilities.attribute_axes.decode(final)
     np.testing.assert_array_equal(after[:, kept], before[:, kept])
     np.testing.assert_array_equal(after[:, moved], 1 - before[:, moved])
     # The kept axis's coordinate of every sample is exactly that of conditional sampling (same
@@ -122,7 +122,7 @@ def test_switch_attribute_omitted_is_the_whole_condition_switch_unchanged():
     assert spec.record() == {"name": "attribute_switching", "tau": 224}
     method = switching({"tau": 224}, model)
     assert method == AttributeSwitching(tau=224)
-    assert method.params() == {"tau": 224, "target": "next value, cyclically"}
+    assert method.params() == {"tau": 224, "search_batch_size": 256, "switch_attribute": None}
     assert method.final_rule == "target of the switch: (requested + 1) mod k"
     assert torch.equal(run(model, method, 16)[0], run(model, AttributeSwitching(tau=224), 16)[0])
     named = switching({"tau": 224, "switch_attribute": "age"}, model)
@@ -189,7 +189,7 @@ def test_joint_epsilon_bounds_the_per_axis_values(measured):
 
 def test_per_axis_balance_is_the_marginal_of_the_joint_judged_distributions(measured):
     setup, metrics = measured
-    axes = setup.model.attribute_axes
+    axes = setup.model.capabilities.attribute_axes
     tuples = axes.decode(np.arange(axes.size))
     for result in metrics.values():
         joint = result["judged_distribution"]
@@ -287,7 +287,7 @@ switch_attribute = "sex"
 AXES_LINE = 'attribute_axes = [{name = "sex", values = ["female", "male"]}, {name = "age", values = ["young", "old"]}]'
 BAD = [
     ("unknown-axis", 'switch_attribute = "sex"', 'switch_attribute = "gender"', ["'gender'", "sex"]),
-    ("one-axis-model", AXES_LINE, "", ["switch_attribute = 'sex'", "has one"]),
+    ("one-axis-model", AXES_LINE, "", ["switch_attribute = 'sex'", "several axes", "leave switch_attribute out"]),
     ("duplicate-axis", '{name = "age"', '{name = "sex"', ["'sex' twice"]),
     ("size-mismatch", "[0.5, 0.5]]", "[0.5, 0.5], [0.0, 0.0]]", ["4 values", "5 rows"]),
     ("one-axis-listed", AXES_LINE, 'attribute_axes = [{name = "sex", values = ["female", "male"]}]', ["at least 2 axes"]),

@@ -59,16 +59,16 @@ def test_mixing_half_ignores_the_request(gaussian):
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_guidance_scale_zero_is_unguided(gaussian, scheduler):
     requested = torch.arange(16) % 2
-    guided = run(gaussian, ClassifierGuidance(0.0, gaussian.guidance_classifier()), requested, scheduler)
+    guided = run(gaussian, ClassifierGuidance(0.0, classifier=gaussian.guidance_classifier()), requested, scheduler)
     assert torch.equal(guided, run(gaussian, Conditional(), requested, scheduler))
-    pushed = run(gaussian, ClassifierGuidance(1.0, gaussian.guidance_classifier()), requested, scheduler)
+    pushed = run(gaussian, ClassifierGuidance(1.0, classifier=gaussian.guidance_classifier()), requested, scheduler)
     assert not torch.equal(pushed, guided)
 
 
 def test_guidance_moves_each_group_toward_the_decision_boundary(gaussian):
     requested = torch.arange(400) % 2
     plain = run(gaussian, Conditional(), requested, batch_size=400)
-    guided = run(gaussian, ClassifierGuidance(1.0, gaussian.guidance_classifier()), requested, batch_size=400)
+    guided = run(gaussian, ClassifierGuidance(1.0, classifier=gaussian.guidance_classifier()), requested, batch_size=400)
     for a in (0, 1):
         assert guided[requested == a, 0].mean().abs() < plain[requested == a, 0].mean().abs()
 

@@ -195,6 +195,9 @@ def test_one_registry_with_a_suggestion():
 
 
 def test_methods_accept_exactly_the_registered_searches():
-    from fairbench import methods, tau_search
+    from fairbench.config import parse_method
 
-    assert methods.SEARCHES == tuple(tau_search.SEARCHES)
+    for name in SEARCHES:
+        assert parse_method({"name": "attribute_switching", "tau": name}, "methods[0]").params["tau"] == name
+    with pytest.raises(FairbenchError, match=r"methods\[0\]\.tau = 'dirct' is not a search\. Did you mean: direct\?"):
+        parse_method({"name": "attribute_switching", "tau": "dirct"}, "methods[0]")

@@ -176,7 +176,7 @@ def evaluate(
     evidence = {} if evidence is None else evidence
     evidence.update(requested=requested.astype(np.int64), epsilon_votes=estimate.held_out_votes,
                     epsilon_pair=np.asarray(estimate.pair, dtype=np.int64))
-    axes = getattr(setup.model, "attribute_axes", None)  # a product attribute: per-axis values too
+    axes = setup.model.capabilities.attribute_axes  # a product attribute: per-axis values too
     if axes is not None:
         metrics.update(epsilon_by_attribute(axes, spaces, requested, options=options, seed=seed))
     bar.update(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -19,11 +19,47 @@ import torch
 from ..errors import FairbenchError, suggest
 
 
+Capability = Literal["null_condition", "prompt_tokens", "attribute_axes", "guidance_classifier"]
+
+# What each capability is, and how a run gets it: a method that needs one the run lacks is
+# refused with "needs <what>, and this model has none[: <how>]" (`fairbench.methods.check_method`).
+CAPABILITIES: dict[Capability, tuple[str, str]] = {
+    "null_condition": ("a null condition", "train the UNet with [model.unet] null_class = true (a UNet with k + 1 "
+                       "class embeddings), or give a text-to-image model a neutral_prompt"),
+    "prompt_tokens": ("prompt tokens to amplify (a text-to-image model)", ""),
+    "attribute_axes": ("a sensitive attribute with several axes", ""),
+    "guidance_classifier": ("a guidance classifier", ""),
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model offers beyond ``eps`` over the k attribute values, declared once per model.
+
+    ``null_condition``: condition mixtures may have a column k, the null (neutral) condition.
+    ``prompt_tokens``: the model has ``token_scale(weights, factor)``, the cross-attention
+    factors that amplify the attribute tokens of a prompt (text-to-image).
+    ``attribute_axes``: the sensitive attribute is a product of several (`AttributeAxes`);
+    None for one attribute. (A guidance classifier is the run's, not the model's: `Setup.guidance`.)
+    """
+
+    null_condition: bool = False
+    prompt_tokens: bool = False
+    attribute_axes: "AttributeAxes | None" = None
+
+    def offered(self) -> frozenset[Capability]:
+        """The capabilities this model has, by name (a guidance classifier is not the model's)."""
+        named = {"null_condition": self.null_condition, "prompt_tokens": self.prompt_tokens,
+                 "attribute_axes": self.attribute_axes is not None}
+        return frozenset(name for name, present in named.items() if present)
+
+
 @runtime_checkable
 class Denoiser(Protocol):
     """A conditional noise-prediction model ``eps(x_t, t, c)``."""
 
     attribute_names: tuple[str, ...]
+    capabilities: Capabilities
     sample_shape: tuple[int, ...]
     dtype: torch.dtype
     num_train_timesteps: int  # T: training timesteps are 0..T-1, tau lives in [-1, T-1]
@@ -67,7 +103,7 @@ class AttributeAxes:
     ``(a_1, ..., a_m)`` sits at the flat index ``sum_j a_j prod_{l > j} k_l`` (row-major, the
     last axis fastest), so a model's k = prod_j k_j conditions enumerate the product and every
     method runs on the flat index unchanged. A model with one sensitive attribute has no axes
-    (``attribute_axes = None``).
+    (``Capabilities.attribute_axes = None``).
     """
 
     names: tuple[str, ...]
@@ -155,4 +191,6 @@ class Setup:
     # samples -> per-sample attribute probabilities [B, k], balanced by the direct tau search
     # (the judge's probabilities; None: the search balances the samples' raw values).
     balance_features: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # The shared loop's output -> samples, for kinds whose loop runs in a latent space (None: identity).
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None
     extras: dict[str, Any] = field(default_factory=dict)

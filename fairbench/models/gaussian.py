@@ -29,7 +29,7 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..schedulers import BETA_SCHEDULES, build_scheduler, make_scheduler
-from .base import AttributeAxes, RealData, Setup
+from .base import AttributeAxes, Capabilities, RealData, Setup
 
 
 class GaussianModel:
@@ -64,7 +64,7 @@ class GaussianModel:
                 f"the attribute axes {list(attribute_axes.names)} make {attribute_axes.size} values, "
                 f"but model.means has {means.shape[0]} rows (one per value)"
             )
-        self.attribute_axes = attribute_axes
+        self.capabilities = Capabilities(null_condition=True, attribute_axes=attribute_axes)
         if attribute_names is None and attribute_axes is not None:
             attribute_names = attribute_axes.flat_names()
         self.attribute_names = attribute_names or tuple(f"s{a}" for a in range(means.shape[0]))
@@ -83,8 +83,6 @@ class GaussianModel:
     def _marginal(self, t: int) -> tuple[float, float]:
         abar = float(self.alphas_cumprod[t])
         return abar, abar * self.std**2 + 1.0 - abar
-
-    has_null_condition = True  # column k of a condition mixture: the exact unconditional model
 
     def eps(self, x: torch.Tensor, t: int, weights: torch.Tensor) -> torch.Tensor:
         abar, var = self._marginal(int(t))
@@ -222,7 +220,7 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
     depends on x), for one that assigns its own conditions (each group's law is then a
     mixture, not one Gaussian), nor for one that uses the null condition (not affine in x).
     """
-    if scheduler_name != "ddim" or any(getattr(method, hook, None) is not None for hook in ("correct", "assign")):
+    if scheduler_name != "ddim" or method.correct is not None or method.assign is not None:
         return {}
     timesteps, _, _ = ddim_coefficients(model, steps)
     k = model.num_attributes

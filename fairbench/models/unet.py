@@ -30,7 +30,7 @@ from ..errors import FairbenchError
 from ..schedulers import BETA_SCHEDULES
 from ..train import GuidanceTraining, JudgeTraining, LabelledImages, UNetTraining, cached_guidance, cached_judge, cached_unet
 from . import register_model_kind
-from .base import RealData, Setup, as_labels
+from .base import AttributeAxes, Capabilities, RealData, Setup, as_labels
 
 DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear"}  # DDPM's
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
@@ -39,7 +39,8 @@ SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end
 class UNetDenoiser:
     """A `Denoiser` over a class-conditional ``UNet2DModel``."""
 
-    def __init__(self, unet, schedule: dict[str, Any], attribute_names: tuple[str, ...]):
+    def __init__(self, unet, schedule: dict[str, Any], attribute_names: tuple[str, ...], *,
+                 attribute_axes: AttributeAxes | None = None):
         classes = unet.config.num_class_embeds
         if unet.class_embedding is None or unet.config.class_embed_type is not None or not classes:
             raise FairbenchError(
@@ -55,18 +56,14 @@ class UNetDenoiser:
         self.sample_shape = unet_sample_shape(unet)
         self.dtype = unet.dtype
         self.attribute_names = tuple(attribute_names)
-        self.attribute_axes = None  # a product attribute's axes (`AttributeAxes`), set from its dataset
+        # label k is a null class when the UNet has exactly k + 1 class embeddings (module docstring)
+        self.capabilities = Capabilities(null_condition=classes == len(attribute_names) + 1, attribute_axes=attribute_axes)
         self.schedule = dict(schedule)
         self.num_train_timesteps = int(schedule["num_train_timesteps"])
 
     @property
     def num_attributes(self) -> int:
         return len(self.attribute_names)
-
-    @property
-    def has_null_condition(self) -> bool:
-        """Whether label k is a null class (exactly k + 1 class embeddings, module docstring)."""
-        return self.unet.config.num_class_embeds == self.num_attributes + 1
 
     def scheduler_config(self) -> dict[str, Any]:
         return dict(self.schedule)
@@ -176,7 +173,7 @@ class ImageArtifacts:
     guidance: Any = None  # fairbench.classifiers.NoiseAwareClassifier
     real: RealData | None = None
     info: dict[str, Any] = field(default_factory=dict)  # sources, cache state, held-out accuracies
-    attribute_axes: Any = None  # fairbench.models.base.AttributeAxes of a product attribute
+    attribute_axes: AttributeAxes | None = None  # a product attribute's axes
 
 
 @dataclass
@@ -275,8 +272,7 @@ class UNetSpec:
 
     def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
         prepared = self.prepare(device=device, dataset=dataset)
-        model = UNetDenoiser(prepared.unet, prepared.schedule, prepared.attribute_names)
-        model.attribute_axes = prepared.attribute_axes
+        model = UNetDenoiser(prepared.unet, prepared.schedule, prepared.attribute_names, attribute_axes=prepared.attribute_axes)
         if prepared.judge is None:
             return Setup(model=model, extras={"artifacts": prepared.info})
         judge = prepared.judge

@@ -107,6 +107,7 @@ class TextToImageSpec:
             sample=sample_pipeline,
             judge=judge.log_prob if judge is not None else None,
             balance_features=balance_features,
+            decode=model.decode,
         )
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ...errors import FairbenchError, lookup
 from ...schedulers import BETA_SCHEDULES
-from ..base import as_labels
+from ..base import Capabilities, as_labels
 from .pipelines import PIPELINE_FAMILIES
 
 DECODE_BATCH = 16
@@ -45,6 +45,8 @@ class TextToImageModel:
         self.family = lookup(PIPELINE_FAMILIES, type(pipe).__name__, "text-to-image pipeline class")
         self.prompts = tuple(prompts)
         self.neutral_prompt = neutral_prompt
+        # a neutral prompt gives the condition mixtures a column k; prompt tokens: `token_scale`
+        self.capabilities = Capabilities(null_condition=neutral_prompt is not None, prompt_tokens=True)
         self.guidance_scale = float(guidance_scale)
         self.attribute_names = tuple(attribute_names) if attribute_names else self.prompts
         self.device = pipe.unet.device
@@ -75,11 +77,6 @@ class TextToImageModel:
     @property
     def num_attributes(self) -> int:
         return len(self.prompts)
-
-    @property
-    def has_null_condition(self) -> bool:
-        """Whether a neutral prompt gives the condition mixtures a column k."""
-        return self.neutral_prompt is not None
 
     @property
     def cfg(self) -> bool:

@@ -122,12 +122,12 @@ def sample_pipeline(
     k = model.num_attributes
     pipe = model.pipe
     prediction = model.scheduler_config()["prediction_type"]
-    guided = getattr(method, "correct", None) is not None
+    guided = method.correct is not None
     if guided and prediction != "epsilon":
         raise FairbenchError(f"{method.name} needs an epsilon-prediction model; this pipeline predicts {prediction!r}")
     # Prompt queuing's attention amplification: factors on the attribute tokens of the value
     # each sample conditions on (`TextToImageModel.token_scale`), set with every condition.
-    amplification = float(getattr(method, "amplification", 1.0))
+    amplification = method.attention_amplification()
     set_scale = None
 
     def amplify(weights: torch.Tensor) -> None:
