@@ -25,8 +25,9 @@ SPREAD_FILE = Path(__file__).parent / "networks" / "RETRAIN_SPREAD.json"
 UNTRAINED_KINDS = ("gaussian",)  # analytic models: nothing is trained, nothing spreads
 
 
-def read_spread_file(path: Path = SPREAD_FILE) -> dict:
+def read_spread_file(path: Path | None = None) -> dict:
     """The whole file (``{"provenance": ..., "metrics": {metric: {"sd": x, "by_method": {...}}}}``); {} if absent."""
+    path = SPREAD_FILE if path is None else path
     if not Path(path).exists():
         return {}
     try:
@@ -35,7 +36,7 @@ def read_spread_file(path: Path = SPREAD_FILE) -> dict:
         raise FairbenchError(f"retrain spread file {str(path)!r} is not valid JSON: {exc}") from None
 
 
-def retrain_spreads(model_kind: str | None = "unet", path: Path = SPREAD_FILE) -> dict[str, float]:
+def retrain_spreads(model_kind: str | None = "unet", path: Path | None = None) -> dict[str, float]:
     """metric -> standard deviation of one training's value (largest over methods); {} for
     untrained model kinds or when nothing was measured."""
     if model_kind in UNTRAINED_KINDS:

@@ -337,3 +337,30 @@ def test_records_of_different_trainings_add_the_retrain_spread():
     se_other = (other.interval[1] - other.interval[0]) / (2 * norm.ppf(0.975))
     assert se_other == pytest.approx(np.hypot(se_same, np.sqrt(2) * 0.03))
     assert other.difference == same.difference and other.p_value > same.p_value
+
+
+@pytest.mark.slow
+def test_full_power_and_false_alarm_rates_over_100_seeds():
+    """The issue's numbers: the planted 0.1 difference in at least 90 of 100 seeds; two labels of
+    one method in at most 5 of 100; independent draws of one method at most 10 of 100 (a rate of
+    0.05 exceeds 10 with probability 0.011)."""
+    assert _detections(lambda s: [("tau=280", 280, None), ("tau=320", 320, None)], range(100)) >= 90
+    assert _detections(lambda s: [("a", 320, None), ("b", 320, None)], range(100)) <= 5
+    assert binom.sf(10, 100, 0.05) < 0.02
+    assert _detections(lambda s: [("a", 320, None), ("b", 320, 1000 + s)], range(100)) <= 10
+
+
+def test_leaderboards_show_the_retrain_spread_for_trained_model_kinds(tmp_path, monkeypatch):
+    import fairbench.retrain_spread as spread_module
+
+    path = tmp_path / "spread.json"
+    path.write_text(json.dumps({"metrics": {"epsilon": {"sd": 0.03}, "fid": {"sd": 0.7}}}))
+    monkeypatch.setattr(spread_module, "SPREAD_FILE", path)
+
+    def record(kind):
+        return {"label": "m", "spec": {"benchmark": "b", "seed": 0, "model": {"kind": kind}},
+                "metrics": {"epsilon": 0.5, "fid": 12.0, "fid_features": "judge"}}
+
+    trained = leaderboard_frame([record("unet")])
+    assert trained["epsilon_retrain_sd"][0] == 0.03 and trained["fid@judge_retrain_sd"][0] == 0.7
+    assert "epsilon_retrain_sd" not in leaderboard_frame([record("gaussian")]).columns
