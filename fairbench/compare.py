@@ -280,9 +280,10 @@ def _check_pairing(jobs: list[_Job]) -> None:
     for seed in sorted({j.seed for j in jobs}):
         same = [j for j in jobs if j.seed == seed]
         first = same[0]
+        repeated = [label for label in dict.fromkeys(j.label for j in same) if sum(j.label == label for j in same) > 1]
+        if repeated:
+            raise FairbenchError(f"two records of {repeated[0]!r} with seed {seed}; each method needs its own label")
         for job in same[1:]:
-            if job.label == first.label:
-                raise FairbenchError(f"two records of {job.label!r} with seed {seed}; compare one run at a time")
             if not np.array_equal(job.evidence["requested"], first.evidence["requested"]):
                 raise FairbenchError(
                     f"the sample indices of {job.label!r} and {first.label!r} (seed {seed}) do not pair: "
