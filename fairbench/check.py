@@ -6,7 +6,8 @@ within its tolerance, 1 when any moved (printing a table of what moved), 2 on ba
 Matching. A new record is compared with the baseline record of the same spec hash: the spec
 holds everything the numbers depend on (model, sampler, method, seed, sample count, metric
 settings) and nothing they do not (provenance: versions, git sha, device, batch size), so an
-unchanged config rerun on any machine matches its baseline. ``match = "label_seed"`` pairs
+unchanged config rerun on any machine matches its baseline, whatever the order of its
+``[[methods]]`` (a method's place in the config is not in the spec). ``match = "label_seed"`` pairs
 records by (benchmark, label, seed) instead; use it when the spec format itself changed (a new
 config option with a default adds a key to every spec and so changes every hash) and the
 labels still name the same methods. It trusts the labels: a changed method under an unchanged
@@ -358,6 +359,8 @@ def compare_records(new_records: list[dict], baseline_records: list[dict], spec:
     if not matched:
         how = "spec hash" if spec.match == "spec_hash" else "benchmark, label and seed"
         hint = " (if the spec format changed, match by label_seed)" if spec.match == "spec_hash" else ""
+        if spec.match == "spec_hash" and any("method_index" in r["spec"] for r in baseline_records + new_records):
+            hint = " (records of an older fairbench hold their method's place in [[methods]] in the spec: match by label_seed)"
         raise FairbenchError(f"no new record matches a baseline record by {how}{hint}")
     comparisons = []
     for key, base_record in base_index.items():

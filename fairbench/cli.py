@@ -20,8 +20,7 @@ from .retrain_spread import retrain_spreads
 from .datasets import DATASETS, _load_builtin
 from .errors import FairbenchError, lookup
 from .figures import epsilon_curves
-from .html_report import write_html
-from .leaderboard import write_leaderboard
+from .publish import FORMATS, read_report, write_leaderboard
 from .methods import METHODS
 from .metrics import METRICS
 from .models import MODEL_KINDS, _load_optional_kinds
@@ -29,6 +28,7 @@ from .report import ValidationSettings, config_tau_report, model_tau_markdown, t
 from .runner import choose_device, run_benchmark
 from .schedulers import SCHEDULERS
 from .tau_search import SEARCHES, run_search
+from .website import build_site
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
@@ -114,9 +114,18 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    csv_path, md_path = write_leaderboard(Path(args.directory))
-    html_path = write_html(Path(args.directory))
-    print(f"wrote {csv_path}, {md_path} and {html_path}")
+    if args.format is not None:
+        lookup(FORMATS, args.format, "format")
+        print(FORMATS[args.format](read_report(Path(args.directory))), end="")
+        return 0
+    paths = write_leaderboard(Path(args.directory))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _cmd_site(args) -> int:
+    paths = build_site([Path(d) for d in args.directories], Path(args.out))
+    print(f"wrote {len(paths)} files; open {paths[0]}")
     return 0
 
 
@@ -238,7 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="regenerate the leaderboard of a results directory from its records")
     board.add_argument("directory")
+    board.add_argument("--format", help="print one view instead of writing the files: md, csv (the headline view) "
+                       "or latex (the headline view as a booktabs table)")
     board.set_defaults(func=_cmd_leaderboard)
+
+    site = commands.add_parser("site", help="one static site over several leaderboards (index, a page per benchmark and "
+                               "per method, all records as JSON and CSV)")
+    site.add_argument("directories", nargs="+", metavar="DIR", help="results directories (each with records/)")
+    site.add_argument("--out", required=True, help="folder of the site (created; a previous site there is replaced)")
+    site.set_defaults(func=_cmd_site)
 
     report = commands.add_parser(
         "report", help="generated reports (tau-search: the tau searches vs the exact optimum and the measured epsilon(tau); "

@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import subprocess
-import tempfile
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -31,6 +32,7 @@ class Provenance(TypedDict):
     platform: str
     seed: int
     batch_size: int
+    date: NotRequired[str]  # when the record was made (UTC, ISO 8601, seconds); absent in older records
 
 
 class Record(TypedDict):
@@ -43,6 +45,7 @@ class Record(TypedDict):
     metrics: dict[str, Any]
     provenance: Provenance  # what the results should not depend on: versions, machine, batch size
     job_key: NotRequired[str]  # hash of the job spec: the record's file name and resume key
+    position: NotRequired[int]  # the method's place in its config's [[methods]]: display order, not in the spec
     tau_search: NotRequired[dict[str, Any]]  # the search's curve, when tau was searched
 
 
@@ -84,6 +87,7 @@ def provenance(*, device: str, seed: int, batch_size: int) -> Provenance:
         "platform": platform.platform(),
         "seed": seed,
         "batch_size": batch_size,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -101,10 +105,23 @@ def make_record(*, spec: dict, label: str, metrics: dict, provenance: Provenance
     return record
 
 
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside `path`, opened for writing, with the usual permissions (0666 less the
+    process's umask, as `open` gives): `tempfile.mkstemp` would make it 0600, and the file
+    keeps its mode through `os.replace`, so a served leaderboard would be unreadable to others."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {str(path)!r}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -174,7 +191,21 @@ def read_records(directory: Path) -> list[Record]:
     records = [read_record(path) for path in sorted(folder.glob("*.json"))]
     if not records:
         raise FairbenchError(f"no records in {str(folder)!r}")
-    return sorted(
-        records,
-        key=lambda r: (r["spec"].get("benchmark", ""), r["spec"].get("method_index", 0), r["label"], r["spec"].get("seed", 0)),
-    )
+    return sorted(records, key=lambda r: (r["spec"].get("benchmark", ""), _position(r), r["label"], r["spec"].get("seed", 0)))
+
+
+def _position(record: Record) -> int:
+    """The method's place in its config (records written before it was kept outside the spec hold it there)."""
+    return record.get("position", record["spec"].get("method_index", 0))
+
+
+def refuse_position_keyed(out_dir: Path) -> None:
+    """Refuse to resume into a folder whose records were keyed by their method's place in ``[[methods]]``
+    (their spec holds ``method_index``): none of their jobs would be found, and all would be computed again."""
+    folder = Path(out_dir) / "records"
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if "method_index" in read_record(path)["spec"]:
+            raise FairbenchError(
+                f"{str(out_dir)!r} holds records of an older fairbench, keyed by each method's place in [[methods]] "
+                f"({path.name}); run into a new --out folder (the old one stays readable by report and check)"
+            )

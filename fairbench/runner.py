@@ -1,7 +1,8 @@
 """The harness: plan a grid into content-addressed jobs, run them resumably, write records.
 
-A job is one (cell, method, seed). Its key is the hash of its full spec, and everything it
-writes lives under that key: ``records/<key>.json``, ``searches/<key>.json`` (the tau
+A job is one (cell, method, seed). Its key is the hash of its full spec, what the job computes
+and not where its method sits in ``[[methods]]`` (reordering or inserting methods reuses every
+finished job), and everything it writes lives under that key: ``records/<key>.json``, ``searches/<key>.json`` (the tau
 search), ``shards/<key>/<i>.safetensors`` (samples), ``evidence/<key>.npz`` (the per-sample
 inputs of the headline metrics, for paired comparisons: `fairbench.compare`). Each file is written atomically, and a
 finished file is never recomputed, so a run killed at any moment and started again ends
@@ -29,15 +30,17 @@ from .compare import write_evidence
 from .config import Config, MethodSpec
 from .errors import FairbenchError, lookup
 from .figures import write_figures
-from .html_report import write_html
-from .leaderboard import write_leaderboard
 from .methods import Conditional, MethodContext, assigned, check_method
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
 from .noise import SCHEME as NOISE_SCHEME
 from .progress import progress
-from .records import Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, spec_hash, write_record
+from .publish import write_leaderboard
+from .records import (
+    Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, refuse_position_keyed, spec_hash,
+    write_record,
+)
 from .sample_files import write_sample_folder
 from .sampling import PrefixCache, SampleOutput, sample
 from .shards import ShardedSamples, read_shard, write_shard
@@ -65,7 +68,7 @@ def requested_values(n: int, k: int) -> torch.Tensor:
 @dataclass(frozen=True)
 class Job:
     config: Config
-    method_index: int
+    method_index: int  # the method's place in ``[[methods]]``: display order only, never in the spec
     seed: int
 
     @property
@@ -73,21 +76,26 @@ class Job:
         return self.config.methods[self.method_index]
 
     def spec(self) -> dict:
-        """Everything the job's results depend on (and nothing they do not, like batch size)."""
+        """Everything the job's results depend on (and nothing they do not, like batch size or the
+        method's place in the config). Methods of one config that compute the same thing under
+        different labels also hold their label, so that each keeps its own job."""
         config = self.config
-        return {
+        method = self.method.record()
+        spec = {
             "benchmark": config.benchmark.name,
             "model": config.model,
             "dataset": config.dataset,
             "sampler": dataclasses.asdict(config.sampler) | {"clip_sample": config.clip_sample()},
-            "method": self.method.record(),
-            "method_index": self.method_index,
+            "method": method,
             "n_samples": config.benchmark.n_samples,
             "seed": self.seed,
             "metrics": dataclasses.asdict(config.metrics),
             "requested": "sample i requests value i mod k",
             "noise": NOISE_SCHEME,
         }
+        if sum(other.record() == method for other in config.methods) > 1:
+            spec["label"] = self.method.display
+        return spec
 
     @property
     def key(self) -> str:
@@ -207,7 +215,7 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
         "method_params": method.params(),
         "final": method.final_rule,
     }
-    extra = {"job_key": job.key}
+    extra = {"job_key": job.key, "position": job.method_index}
     if search is not None:
         extra["tau_search"] = search.as_json() | {"wall_s": search.wall_s}
     return make_record(
@@ -233,7 +241,12 @@ def execute_job(job: Job, setup: Setup, out_dir: Path, *, device: str) -> tuple[
     path = record_path(out_dir, job.key)
     with _job_lock(out_dir, job):
         if path.exists():
-            return read_record(path), False
+            record = read_record(path)
+            shown = {"label": job.method.display, "position": job.method_index}
+            if any(record.get(name) != value for name, value in shown.items()):  # relabelled or moved: same results
+                record.update(shown)  # type: ignore[typeddict-item]
+                write_record(out_dir, record)
+            return record, False
         record = run_cell(job, setup, out_dir, device=device)
         write_record(out_dir, record)
         return record, True
@@ -343,6 +356,7 @@ def run_benchmark(
     execute = lookup(EXECUTORS, executor, "executor")
     out_dir = Path(out_dir)
     check_output(out_dir)
+    refuse_position_keyed(out_dir)
     names = [c.benchmark.name for c in configs]
     if len(set(names)) != len(names):
         raise FairbenchError(f"grid cells share a benchmark name: {names}")
@@ -355,14 +369,13 @@ def run_benchmark(
     if save_images:
         for job, record in zip(jobs, records):
             write_job_samples(job, record, setups(job.config), out_dir)
-    write_leaderboard(out_dir)
     cells = len(configs) > 1
     write_figures(out_dir, [
         (f"{job.config.benchmark.name} {record['label']}" if cells else record["label"], record,
          tuple(setups(job.config).model.attribute_names))
         for job, record in zip(jobs, records) if job.seed == job.config.benchmark.seeds[0]
     ])
-    write_html(out_dir)
+    write_leaderboard(out_dir)  # after the figures: the page shows the sample grids
     return records
 
 

@@ -224,6 +224,16 @@ def test_rerun_of_the_same_config_passes(runs, capsys):
     assert out.startswith("ok: 3 record pairs") and "excluded: epsilon_p_value, peak_mem_mb, samples_per_s, tau_search_s, wall_s" in out
 
 
+def test_records_pair_by_spec_hash_after_the_methods_are_reordered(runs, tmp_path, capsys):
+    baseline, _ = runs
+    reordered = copy.deepcopy(SMALL)
+    reordered["methods"] = [{"name": "embedding_mixing", "weight": 0.25}] + SMALL["methods"][::-1]
+    run_benchmark(parse_config(reordered, source="test"), tmp_path / "reordered", device="cpu", log=lambda message: None)
+    assert main(["check", str(tmp_path / "reordered"), "--baseline", str(baseline)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: 3 record pairs") and "1 new records have no baseline" in out  # the inserted method
+
+
 def test_planted_regression_fails_with_a_table(runs, tmp_path, capsys):
     baseline, rerun = runs
     planted = plant(rerun, tmp_path / "planted", "embedding_mixing(weight=0.5)", 0.4)

@@ -205,8 +205,8 @@ def test_compare_json_and_rank_groups(run_dir, capsys):
     assert groups["random_condition"] != groups["conditional"]
     assert "a" in groups["random_condition"] and "a" not in groups["conditional"]  # lower is better
     assert "epsilon_group" in (run_dir / "leaderboard.csv").read_text()
-    assert 'data-key="epsilon_group"' in (run_dir / "leaderboard.html").read_text()
-    assert "letters: rank groups" in (run_dir / "leaderboard.md").read_text()
+    assert 'class="rank"' in (run_dir / "leaderboard.html").read_text()
+    assert f"({groups['conditional']})" in (run_dir / "leaderboard.md").read_text()
     assert "epsilon_group" not in leaderboard_frame(read_records(run_dir)).columns  # without evidence: no groups
 
 

@@ -147,3 +147,78 @@ def test_unknown_executor(grid, tmp_path):
     with pytest.raises(FairbenchError, match="Unknown executor 'rey'. Did you mean: ray?"):
         run_benchmark(load_grid(grid), tmp_path / "x", executor="rey")
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Job keys: what a job computes, not where its method sits in [[methods]]
+
+ORDERED = """
+[benchmark]
+name = "order"
+n_samples = 200
+batch_size = 100
+shard_size = 100
+[model]
+kind = "gaussian"
+means = [[-0.5, 0.0], [0.5, 0.0]]
+std = 0.5
+[sampler]
+scheduler = "ddim"
+steps = 10
+"""
+METHODS = {
+    "conditional": '[[methods]]\nname = "conditional"\n',
+    "switching": '[[methods]]\nname = "attribute_switching"\ntau = 400\n',
+    "searched": '[[methods]]\nname = "attribute_switching"\ntau = "reference"\nsearch_batch_size = 16\n',
+    "mixing": '[[methods]]\nname = "embedding_mixing"\nweight = 0.5\n',
+}
+
+
+def _config(path: Path, *names: str) -> Path:
+    path.write_text(ORDERED + "".join(METHODS[n] for n in names))
+    return path
+
+
+def test_reordering_the_methods_reuses_every_finished_job(tmp_path):
+    out = tmp_path / "out"
+    run_benchmark(load_grid(_config(tmp_path / "a.toml", "conditional", "switching", "searched")), out, log=lambda m: None)
+    first = _comparable_records(out)
+    files = {p: p.stat().st_mtime_ns for folder in ("shards", "searches") for p in (out / folder).rglob("*.*")}
+    lines = []
+    reordered = load_grid(_config(tmp_path / "b.toml", "searched", "mixing", "conditional", "switching"))
+    run_benchmark(reordered, out, log=lines.append)
+    computed = [line for line in lines if "reused" not in line]
+    assert len(lines) == 4 and len(computed) == 1 and "embedding_mixing" in computed[0]
+    assert {p: p.stat().st_mtime_ns for p in files} == files  # no sample or search was redone
+    again = _comparable_records(out)
+    for key, record in first.items():  # the same results; only the display order moved
+        assert {k: v for k, v in again[key].items() if k != "position"} == {k: v for k, v in record.items() if k != "position"}
+    assert [r["label"] for r in read_records(out)] == [m.display for m in reordered[0].methods]
+    fresh = tmp_path / "fresh"
+    run_benchmark(reordered, fresh, log=lambda m: None)
+    assert _comparable_records(fresh) == again  # a resumed run's records are those of a fresh run
+
+
+def test_the_same_method_under_two_labels_keeps_two_jobs(tmp_path):
+    path = tmp_path / "twins.toml"
+    path.write_text(ORDERED + '[[methods]]\nname = "conditional"\nlabel = "a"\n[[methods]]\nname = "conditional"\nlabel = "b"\n'
+                    + METHODS["switching"])
+    jobs = plan(load_grid(path))
+    assert len({job.key for job in jobs}) == 3
+    assert [job.spec().get("label") for job in jobs] == ["a", "b", None]  # the label only tells twins apart
+
+
+def test_a_folder_keyed_by_method_position_is_refused_with_one_line(tmp_path, capsys):
+    from fairbench.cli import main
+
+    out = tmp_path / "old"
+    run_benchmark(load_grid(_config(tmp_path / "a.toml", "conditional")), out, log=lambda m: None)
+    (path,) = (out / "records").glob("*.json")
+    old = json.loads(path.read_text())
+    old["spec"]["method_index"] = 0  # how records were keyed before
+    path.write_text(json.dumps(old))
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(["run", str(tmp_path / "a.toml"), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fairbench: error: ") and "place in [[methods]]" in err[0], err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

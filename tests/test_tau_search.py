@@ -10,7 +10,9 @@ import torch
 
 from fairbench.errors import FairbenchError
 from fairbench.methods import AttributeSwitching
+from fairbench.models.base import Setup
 from fairbench.models.gaussian import GaussianModel, exact_optimal_tau, exact_tv_curve
+from fairbench.models.unet import UNetDenoiser
 from fairbench.sampling import Step, denoise, sample
 from fairbench.noise import StepNoise, initial_noise
 from fairbench.tau_search import (
@@ -18,10 +20,12 @@ from fairbench.tau_search import (
     SwitchedPair,
     bracket_minimum,
     direct_search,
+    run_search,
     search_tau,
     sweep_search,
     unbiased_mmd2,
 )
+from test_unet import SCHEDULE, tiny_unet
 
 
 def gaussian(std: float, schedule: str = "linear") -> GaussianModel:
@@ -201,3 +205,44 @@ def test_methods_accept_exactly_the_registered_searches():
         assert parse_method({"name": "attribute_switching", "tau": name}, "methods[0]").params["tau"] == name
     with pytest.raises(FairbenchError, match=r"methods\[0\]\.tau = 'dirct' is not a search\. Did you mean: direct\?"):
         parse_method({"name": "attribute_switching", "tau": "dirct"}, "methods[0]")
+
+
+# ---------------------------------------------------------------------------------------------
+# Each search through `run_search` on an image setup measures the features it is defined on
+
+
+class Recorder:
+    """A feature function that keeps what it was given and what it returned."""
+
+    def __init__(self, function):
+        self.function, self.inputs, self.outputs = function, [], []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.function(x)
+        self.inputs.append(x.detach().clone())
+        self.outputs.append(out.detach().clone())
+        return out
+
+
+def test_every_search_through_run_search_measures_its_features_on_a_unet_with_a_judge():
+    model = UNetDenoiser(tiny_unet(), SCHEDULE, ("light", "heavy"))
+    weights = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    judge = lambda x: torch.log_softmax(x.reshape(len(x), -1) @ weights.to(x), dim=1)  # noqa: E731
+    batch = 16
+    common = dict(scheduler_name="ddim", steps=6, seed=0, batch_size=batch, clip_sample=True)
+    for search in SEARCHES:
+        features = Recorder(lambda x: x.reshape(len(x), -1)[:, ::4])
+        balance = Recorder(lambda x: judge(x).exp())
+        setup = Setup(model=model, features=features, judge=judge, balance_features=balance)
+        result = run_search(search, setup, **common, **({"stride": 3} if search == "sweep" else {}))
+        measured = {"reference": (), "direct": (features,), "sweep": (features,), "direct_mean": (balance,)}[search]
+        for recorder in (features, balance):
+            assert bool(recorder.inputs) == (recorder in measured), (search, recorder is balance)
+            for x in recorder.inputs:  # the loop's output is the samples themselves
+                assert x.shape == (2 * batch, *model.sample_shape)
+        if search == "direct_mean":
+            # the curve is the balance of the judge's probabilities: gap = <m, d> / <d, d>, d = m at tau = -1
+            means = [p[:batch].double().mean(0) - p[batch:].double().mean(0) for p in balance.outputs]
+            gaps = [float(m @ means[0] / (means[0] @ means[0])) for m in means]
+            assert sorted(v for _, v in result.curve) == pytest.approx(sorted(gaps))
+            assert balance.outputs[0].shape == (2 * batch, 2)

@@ -188,16 +188,17 @@ def metrics_markdown() -> str:
         "Generated from `fairbench.metrics.METRICS` by `python -m fairbench.metrics.docs`; do not edit by hand.",
         "Each name is a key of a record's `metrics`. Metrics keyed by another field (e.g. `fid` by",
         "`fid_features`) are only compared between records that agree on it; leaderboards give each",
-        "value its own column (`fid@raw`, `fid@inception-v3`).",
+        "value its own column (`fid@raw`, `fid@inception-v3`). `group` is the leaderboard table that shows",
+        "it (headline: also in the first table).",
         "",
-        "| metric | formula | better | interval | keyed by | citation | cannot see |",
-        "|---|---|---|---|---|---|---|",
+        "| metric | group | formula | better | interval | keyed by | citation | cannot see |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for info in METRICS.values():
         interval = f"`{info.interval}`: {info.interval_method}" if info.interval else "-"
         keyed = f"`{info.keyed_by}`" if info.keyed_by else "-"
         lines.append(
-            f"| `{info.name}` | {_cell(info.formula)} | {BETTER[info.direction]} | {_cell(interval)} | {keyed} | {_cell(info.citation)} | {_cell(info.blind_spot) or '-'} |"
+            f"| `{info.name}` | {info.group or '-'}{', headline' if info.headline else ''} | {_cell(info.formula)} | {BETTER[info.direction]} | {_cell(interval)} | {keyed} | {_cell(info.citation)} | {_cell(info.blind_spot) or '-'} |"
         )
     return "\n".join(lines) + "\n" + "".join("\n" + note() for note in NOTES)
 
