@@ -103,7 +103,7 @@ def leaderboard_frame(records: list[dict], directory: Path | None = None) -> pd.
                     row[f"{name}_ci_low"] = float(np.mean([b[0] for b in bounds]))
                     row[f"{name}_ci_high"] = float(np.mean([b[1] for b in bounds]))
             spread = retrain_spreads(group[0]["spec"].get("model", {}).get("kind")).get(base_name(name))
-            if spread is not None:
+            if spread:  # measured and not zero (a count such as nfe_per_sample does not move)
                 row[f"{name}_retrain_sd"] = spread
         rows.append(row)
     if directory is not None:

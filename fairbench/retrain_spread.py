@@ -39,7 +39,7 @@ def read_spread_file(path: Path | None = None) -> dict:
 def retrain_spreads(model_kind: str | None = "unet", path: Path | None = None) -> dict[str, float]:
     """metric -> standard deviation of one training's value (largest over methods); {} for
     untrained model kinds or when nothing was measured."""
-    if model_kind in UNTRAINED_KINDS:
+    if model_kind is None or model_kind in UNTRAINED_KINDS:  # no model named: nothing known to spread
         return {}
     data = read_spread_file(path)
     return {name: float(entry["sd"]) for name, entry in data.get("metrics", {}).items()}

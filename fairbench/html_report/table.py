@@ -47,7 +47,7 @@ def cell_html(row: pd.Series, column: Column) -> str:
         body += f'<span class="ci">{escape(bounds)}</span>'
     spread_over_retrains = retrain(row, column)
     if spread_over_retrains:
-        body += f'<span class="ci">{escape(spread_over_retrains)}</span>'
+        body += f' <span class="retrain" title="spread over retrains of the networks">{escape(spread_over_retrains)}</span>'
     letters = rank_letters(row, column)
     if letters:
         body += f' <span class="rank" title="rank group">{escape(letters)}</span>'
