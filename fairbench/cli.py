@@ -66,7 +66,7 @@ def _cmd_audit(args) -> int:
 def _cmd_train(args) -> int:
     config = load_config(args.config or DEFAULT_CONFIG)
     spec = config.model_spec()
-    if not hasattr(spec, "prepare"):
+    if not spec.trains:
         raise FairbenchError(f"model kind {spec.kind!r} has nothing to train; `fairbench train` trains the networks of kind 'unet'")
     with without_shipped():  # `train` trains: shipped networks are for runs
         prepared = spec.prepare(device=choose_device(args.device), dataset=config.dataset)
@@ -152,7 +152,17 @@ def _cmd_report(args) -> int:
 def _report_metrics(args) -> int:
     if args.draws is not None and args.draws < 1:
         raise FairbenchError(f"--draws must be positive, got {args.draws}")
-    settings = ValidationSettings(seed=args.seed, **({"draws": args.draws} if args.draws is not None else {}))
+    if args.coverage_draws is not None and args.coverage_draws < 1:
+        raise FairbenchError(f"--coverage-draws must be positive, got {args.coverage_draws}")
+    if args.coverage_large_draws is not None and args.coverage_large_draws < 1:
+        raise FairbenchError(f"--coverage-large-draws must be positive, got {args.coverage_large_draws}")
+    if args.jobs < 1:
+        raise FairbenchError(f"--jobs must be positive, got {args.jobs}")
+    settings = ValidationSettings(seed=args.seed, jobs=args.jobs,
+                                  **({"draws": args.draws} if args.draws is not None else {}),
+                                  **({"coverage_draws": args.coverage_draws} if args.coverage_draws is not None else {}),
+                                  **({"coverage_large_draws": args.coverage_large_draws}
+                                     if args.coverage_large_draws is not None else {}))
     print(f"wrote {write_metrics_validation(args.out or 'docs/metrics-validation.md', settings)}")
     return 0
 
@@ -264,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("name", choices=["tau-search", "metrics"])
     report.add_argument("--out", help="metrics: output file (default docs/metrics-validation.md)")
     report.add_argument("--draws", type=int, help="metrics: independent draws per case (default 12; 3 above 1000 samples per group)")
+    report.add_argument("--coverage-draws", type=int,
+                        help="metrics: independent draws per row of the coverage table (default 200)")
+    report.add_argument("--coverage-large-draws", type=int,
+                        help="metrics: draws per coverage row above 500 samples per group (default 200)")
+    report.add_argument("--jobs", type=int, default=1, help="metrics: processes for the coverage draws (default 1)")
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--config", action="append", default=[],

@@ -11,7 +11,7 @@ the pairs and metrics compared (`fairbench.stats`).
 What is held fixed in a replicate (so what the interval does not cover):
 
 - ``epsilon``: each method's held-out predictions (the repeat-averaged votes of its nested
-  cross-fitting, `EpsilonEstimate.held_out_votes`), so no learner is refitted per replicate;
+  cross-fitting, `EpsilonEstimate.heldout`), so no learner is refitted per replicate;
   for k > 2 the pair of requested values that attained the maximum. Refitting variability is
   in ``epsilon_ci`` (and in the spread over seeds), not in these intervals.
 - ``fd``, ``target_gap``: the judges' labels of each sample (the judges are fixed networks).
@@ -92,9 +92,18 @@ def record_evidence(directory: Path, record: Record) -> dict[str, np.ndarray] | 
 # sample indices, or of the real test indices for utility) and returns R values.
 
 
+def held_out_votes(estimate, n: int) -> np.ndarray:
+    """Per sample of the n given to `epsilon_fairness`: the fraction of the repeats' held-out
+    predictions (`EpsilonEstimate.heldout`) that say ``pair[1]``; NaN outside the pair."""
+    held = estimate.heldout
+    votes = np.full(n, np.nan)
+    votes[held.indices] = (held.predicted == held.pair[1]).mean(axis=0)
+    return votes
+
+
 def epsilon_statistic(ev: dict, rows: np.ndarray) -> np.ndarray:
     """``clip(mean_{i in pair[1]} v_i - mean_{i in pair[0]} v_i, 0, 1)`` over the resampled
-    indices, v the held-out votes (`EpsilonEstimate.held_out_votes`): the record's epsilon
+    indices, v the held-out votes (`held_out_votes`): the record's epsilon
     on the identity rows."""
     votes, requested, pair = ev["epsilon_votes"], ev["requested"], ev["epsilon_pair"]
     values = votes[rows]

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import binom, norm
 
 from fairbench.cli import main
-from fairbench.compare import STATISTICS, _Job, compare_records, load_jobs, rank_groups
+from fairbench.compare import STATISTICS, _Job, compare_records, held_out_votes, load_jobs, rank_groups
 from fairbench.config import load_config
 from fairbench.leaderboard import leaderboard_frame
 from fairbench.methods import AttributeSwitching
@@ -132,7 +132,7 @@ def _epsilon_job(model, label: str, tau: int, seed: int, n_per_group: int, noise
                  seed=seed if noise_seed is None else noise_seed, batch_size=len(requested))
     estimate = epsilon_fairness(out.samples.numpy(), requested.numpy(), learners=("logistic",), repeats=1, subsamples=0,
                                 permutations=0, bootstrap=1, seed=seed)
-    evidence = {"requested": requested.numpy(), "epsilon_votes": estimate.held_out_votes,
+    evidence = {"requested": requested.numpy(), "epsilon_votes": held_out_votes(estimate, len(requested)),
                 "epsilon_pair": np.array(estimate.pair)}
     return _Job(label, seed, {"label": label, "spec": {"benchmark": "g", "seed": seed}, "metrics": {"epsilon": estimate.value}},
                 evidence)

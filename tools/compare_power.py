@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from fairbench.compare import _Job, compare_records
+from fairbench.compare import _Job, compare_records, held_out_votes
 from fairbench.methods import AttributeSwitching
 from fairbench.metrics.fairness import epsilon_fairness
 from fairbench.models.gaussian import GaussianModel, bayes_judge, exact_switching_tv
@@ -40,7 +40,7 @@ def job(model: GaussianModel, label: str, tau: int, seed: int, n_per_group: int,
     estimate = epsilon_fairness(out.samples.numpy(), requested.numpy(), learners=("logistic",), repeats=1, subsamples=0,
                                 permutations=0, bootstrap=1, seed=seed)
     evidence = {
-        "requested": requested.numpy(), "epsilon_votes": estimate.held_out_votes, "epsilon_pair": np.array(estimate.pair),
+        "requested": requested.numpy(), "epsilon_votes": held_out_votes(estimate, len(requested)), "epsilon_pair": np.array(estimate.pair),
         "judge_label": bayes_judge(model, out.samples).argmax(1).numpy(), "balance_target": np.array([0.5, 0.5]),
     }
     return _Job(label, seed, {"label": label, "spec": {"benchmark": "g", "seed": seed}, "metrics": {}}, evidence)
