@@ -178,7 +178,7 @@ under epsilon by construction and keeps the training bias).
 - For k > 2 the p-value of the maximising pair is multiplied by the number of pairs (Bonferroni).
 
 **Cost**: `python benchmarks/scaling.py` (seconds per measured job and per epsilon estimate at 1k
-to 64k samples of 2, 64 and 512 dims; numbers in `benchmarks/README.md`) and
+to 64k samples of 2, 64 and 512 dims; numbers in the README, "Speed and memory") and
 `python benchmarks/epsilon_cost.py` (CPU seconds at the benchmarks' sizes).
 `epsilon_linear` (the earlier estimator: one logistic regression on the setup's features, interval
 without refitting) costs about 0.03 s and is recorded beside it, so old and new columns can be
