@@ -52,7 +52,7 @@ class AuditedModel:
 
     attribute_names: tuple[str, ...]
     sample_shape: tuple[int, ...]
-    capabilities: Capabilities = Capabilities()  # audited samples come with no product axes
+    capabilities: Capabilities = Capabilities()  # samples from files: one attribute, nothing to sample with
 
     @property
     def num_attributes(self) -> int:

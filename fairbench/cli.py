@@ -63,7 +63,7 @@ def _cmd_audit(args) -> int:
 def _cmd_train(args) -> int:
     config = load_config(args.config or DEFAULT_CONFIG)
     spec = config.model_spec()
-    if not hasattr(spec, "prepare"):
+    if not spec.trains:
         raise FairbenchError(f"model kind {spec.kind!r} has nothing to train; `fairbench train` trains the networks of kind 'unet'")
     with without_shipped():  # `train` trains: shipped networks are for runs
         prepared = spec.prepare(device=choose_device(args.device), dataset=config.dataset)

@@ -2,11 +2,13 @@
 
     FAIRBENCH_CACHE=/tmp/a fairbench train                   # a retrain of the default config
     python tools/network_quality.py /tmp/a [/tmp/b ...] [--config CONFIG ...] [--json OUT]
+    python tools/network_quality.py --reference baselines/fashion.toml   # the shipped Fashion-MNIST set alone
 
 Each positional argument is a cache root holding a trained set; ``--config`` gives, per cache,
-the config it was trained from (default: the embedded digits config for all), so retrains
+the config it was trained from (default: the reference config for all), so retrains
 with changed seeds can be measured too. Every generator's samples are scored by the shipped
-judge of the default config. Prints one column per set and the difference from the shipped
+judge of the reference config (``--reference``, default the embedded digits config), on its
+dataset's held-out images. Prints one column per set and the difference from the shipped
 set, and flags what leaves `RETRAIN_TOLERANCES`.
 """
 
@@ -28,12 +30,14 @@ from fairbench.network_quality import RETRAIN_TOLERANCES, held_out, network_qual
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("caches", nargs="*", help="cache roots, each holding a trained set")
-    parser.add_argument("--config", action="append", default=[], help="config of each cache, in order (default: digits)")
+    parser.add_argument("--config", action="append", default=[], help="config of each cache, in order (default: --reference)")
+    parser.add_argument("--reference", default=str(DEFAULT_CONFIG),
+                        help="config whose shipped set (and judge) is the reference (default: digits)")
     parser.add_argument("--json", help="write every set's numbers to this file")
     args = parser.parse_args(argv)
-    configs = args.config + [str(DEFAULT_CONFIG)] * (len(args.caches) - len(args.config))
+    configs = args.config + [args.reference] * (len(args.caches) - len(args.config))
 
-    default = load_config(DEFAULT_CONFIG)
+    default = load_config(args.reference)
     data = held_out(labelled_splits(default.dataset))
     shipped = default.model_spec().prepare(device="cpu", dataset=default.dataset)
     results = {"shipped": network_quality(shipped, data, reference=shipped.judge)}

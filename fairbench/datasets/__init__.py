@@ -1,4 +1,5 @@
-"""Datasets: the embedded digits benchmark and image folders in their users' layouts.
+"""Datasets: the embedded digits benchmark, Fashion-MNIST and MNIST from their IDX files, and
+image folders in their users' layouts.
 
 ``DATASETS`` maps the ``[dataset] name`` key to the spec dataclass of that dataset; a spec
 parses its own keys (`root`, `attribute`, `target`, `resolution`, ...) and its ``load()``
@@ -28,7 +29,7 @@ def load_dataset(table: dict) -> ImageDataset:
 
 
 def _load_builtin() -> None:
-    import_optional("fairbench.datasets.digits", "fairbench.datasets.folders")
+    import_optional("fairbench.datasets.digits", "fairbench.datasets.fashion", "fairbench.datasets.folders")
 
 
 __all__ = ["DATASETS", "SPLITS", "ImageDataset", "dataset_spec", "load_dataset", "register_dataset"]

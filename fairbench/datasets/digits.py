@@ -21,7 +21,8 @@ Definitions (all fixed by the spec, so the same spec gives the same dataset on a
   subsampling each digit's training images to the largest subset with that heavy fraction
   ``f``: with ``n_h`` heavy and ``n_l`` light images it keeps
   ``min(n_h, round(n_l f / (1 - f)))`` heavy and ``min(n_l, round(n_h (1 - f) / f))`` light
-  ones (one side whole, the other thinned), drawn with a generator seeded by `seed`.
+  ones (one side whole, the other thinned), drawn with a generator seeded by `seed`
+  (`fairbench.datasets.bias`, shared with the Fashion-MNIST benchmark).
   ``bias = 0.5`` balances the strokes in every digit. Val and test stay as drawn (about half
   heavy in every digit): the usual biased-train / unbiased-reference setting (Choi et al.
   2020, "Fair generative modeling via weak supervision").
@@ -44,49 +45,15 @@ from sklearn.datasets import load_digits
 from ..errors import FairbenchError
 from . import register_dataset
 from .base import ImageDataset
+from .bias import BIASED_FROM, above_class_median, biased_subsample, stratified_splits
 
 STROKE_VALUES = ("light", "heavy")
 DIGIT_VALUES = tuple(str(d) for d in range(10))
-BIASED_FROM = 5  # digits >= 5 get heavy strokes over-represented
 
 
 def stroke_labels(images: np.ndarray, digits: np.ndarray) -> np.ndarray:
     """1 (heavy) where ``sum(pixels) > median over the same digit's images``, else 0 (light)."""
-    ink = images.reshape(len(images), -1).sum(1)
-    heavy = np.zeros(len(images), dtype=np.int64)
-    for digit in np.unique(digits):
-        rows = digits == digit
-        heavy[rows] = ink[rows] > np.median(ink[rows])
-    return heavy
-
-
-def stratified_splits(strata: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
-    """Split label per row: a seeded permutation of each stratum, cut at the given fractions."""
-    rng = np.random.default_rng(seed)
-    split = np.empty(len(strata), dtype=object)
-    for stratum in np.unique(strata):
-        rows = rng.permutation(np.flatnonzero(strata == stratum))
-        n_train = int(round(fractions[0] * len(rows)))
-        n_val = int(round(fractions[1] * len(rows)))
-        split[rows[:n_train]] = "train"
-        split[rows[n_train : n_train + n_val]] = "val"
-        split[rows[n_train + n_val :]] = "test"
-    return split
-
-
-def biased_subsample(digits: np.ndarray, heavy: np.ndarray, bias: float, seed: int) -> np.ndarray:
-    """Indices of the largest subset whose heavy fraction is `bias` in digits >= 5 and ``1 - bias`` below."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for digit in np.unique(digits):
-        f = bias if digit >= BIASED_FROM else 1.0 - bias
-        heavy_rows = np.flatnonzero((digits == digit) & (heavy == 1))
-        light_rows = np.flatnonzero((digits == digit) & (heavy == 0))
-        n_heavy = min(len(heavy_rows), int(round(len(light_rows) * f / (1.0 - f))))
-        n_light = min(len(light_rows), int(round(len(heavy_rows) * (1.0 - f) / f)))
-        keep.append(rng.choice(heavy_rows, size=n_heavy, replace=False))
-        keep.append(rng.choice(light_rows, size=n_light, replace=False))
-    return np.sort(np.concatenate(keep))
+    return above_class_median(images.reshape(len(images), -1).sum(1), digits)
 
 
 @dataclass(frozen=True)

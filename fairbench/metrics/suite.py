@@ -29,7 +29,6 @@ around sampling by the runner (`fairbench.metrics.cost`).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +37,7 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..progress import progress
+from ..tables import positive
 from .axes import balance_by_attribute, epsilon_by_attribute
 from .balance import balance_metrics, confusion_matrix, per_class_accuracy
 from .fairness import DEFAULT_LEARNERS, LEARNERS, MAX_TRAIN, epsilon_fairness, epsilon_linear, epsilon_lower, raw_space_helps
@@ -79,28 +79,30 @@ class SuiteOptions:
     balance_target: tuple[float, ...] | None = None
 
     @classmethod
-    def from_config(cls, config: Any = None) -> "SuiteOptions":
-        """Every field of this class that `config` (e.g. a `MetricsSpec`) has; defaults for the rest."""
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+    def from_config(cls, config: "SuiteOptions | None" = None) -> "SuiteOptions":
+        """The ``[metrics]`` settings of a run, defaults when none are given."""
+        return cls() if config is None else config
 
     def validate(self, where: str = "metrics") -> None:
+        """Every check on ``[metrics]`` settings, with the config location in each message."""
         lookup({name: name for name in FID_FEATURES}, self.fid_features, f"{where}.fid_features value")
         lookup(QUALITY_BACKENDS, self.fid_backend, f"{where}.fid_backend value")
         lookup({name: name for name in UTILITY_TARGETS}, self.utility_target, f"{where}.utility_target value")
         for name in self.epsilon_learners:
             lookup(LEARNERS, name, f"{where}.epsilon_learners value")
+        for name in ("kid_subsets", "feature_batch_size", "epsilon_repeats", "bootstrap"):
+            positive(getattr(self, name), f"{where}.{name}")
         if self.epsilon_max_train < 2 * self.epsilon_folds:
             raise FairbenchError(f"{where}.epsilon_max_train must be at least twice epsilon_folds, got {self.epsilon_max_train}")
-        for name in ("kid_subsets", "feature_batch_size"):
-            if getattr(self, name) < 1:
-                raise FairbenchError(f"{where}.{name} must be positive, got {getattr(self, name)}")
         if self.kid_subset_size < 2:
             raise FairbenchError(f"{where}.kid_subset_size must be at least 2, got {self.kid_subset_size}")
+        if self.epsilon_folds < 3:
+            raise FairbenchError(f"{where}.epsilon_folds must be at least 3, got {self.epsilon_folds}")
+        for name in ("epsilon_subsamples", "epsilon_permutations"):
+            if getattr(self, name) < 0:
+                raise FairbenchError(f"{where}.{name} must be non-negative, got {getattr(self, name)}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
 
 
 def setup_features(setup, *, device: str | torch.device = "cpu", batch_size: int = 256) -> FeatureExtractor:
