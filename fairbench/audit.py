@@ -33,10 +33,10 @@ import torch
 from .cache import tensor_digest
 from .config import MetricsSpec, load_config, parse_table, read_toml
 from .errors import FairbenchError
-from .html_report import write_html
-from .leaderboard import write_leaderboard
+from .publish import write_leaderboard
 from .metrics.suite import evaluate
 from .models import RealData, Setup
+from .models.base import Capabilities
 from .models.unet import judge_and_real, labelled_splits
 from .records import make_record, provenance, spec_hash, write_record
 from .runner import check_output
@@ -52,6 +52,7 @@ class AuditedModel:
 
     attribute_names: tuple[str, ...]
     sample_shape: tuple[int, ...]
+    capabilities: Capabilities = Capabilities()  # samples from files: one attribute, nothing to sample with
 
     @property
     def num_attributes(self) -> int:
@@ -208,7 +209,6 @@ def audit_record(samples: SampleFolder, reference: Reference, *, label: str, see
 def _write_outputs(directory: Path, record: dict) -> None:
     write_record(directory, record)
     write_leaderboard(directory)
-    write_html(directory)
 
 
 def run_audit(samples: str | Path, real: str | Path, out: str | Path, *, label: str | None = None, seed: int = 0,

@@ -17,8 +17,7 @@ from .config import load_config, load_grid
 from .datasets import DATASETS, _load_builtin
 from .errors import FairbenchError, lookup
 from .figures import epsilon_curves
-from .html_report import write_html
-from .leaderboard import write_leaderboard
+from .publish import FORMATS, read_report, write_leaderboard
 from .methods import METHODS
 from .metrics import METRICS
 from .models import MODEL_KINDS, _load_optional_kinds
@@ -26,6 +25,7 @@ from .report import ValidationSettings, config_tau_report, model_tau_markdown, t
 from .runner import choose_device, run_benchmark
 from .schedulers import SCHEDULERS
 from .tau_search import SEARCHES, run_search
+from .website import build_site
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "digits.toml"
 
@@ -63,7 +63,7 @@ def _cmd_audit(args) -> int:
 def _cmd_train(args) -> int:
     config = load_config(args.config or DEFAULT_CONFIG)
     spec = config.model_spec()
-    if not hasattr(spec, "prepare"):
+    if not spec.trains:
         raise FairbenchError(f"model kind {spec.kind!r} has nothing to train; `fairbench train` trains the networks of kind 'unet'")
     with without_shipped():  # `train` trains: shipped networks are for runs
         prepared = spec.prepare(device=choose_device(args.device), dataset=config.dataset)
@@ -111,9 +111,18 @@ def _cmd_ls(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    csv_path, md_path = write_leaderboard(Path(args.directory))
-    html_path = write_html(Path(args.directory))
-    print(f"wrote {csv_path}, {md_path} and {html_path}")
+    if args.format is not None:
+        lookup(FORMATS, args.format, "format")
+        print(FORMATS[args.format](read_report(Path(args.directory))), end="")
+        return 0
+    paths = write_leaderboard(Path(args.directory))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _cmd_site(args) -> int:
+    paths = build_site([Path(d) for d in args.directories], Path(args.out))
+    print(f"wrote {len(paths)} files; open {paths[0]}")
     return 0
 
 
@@ -140,7 +149,17 @@ def _cmd_report(args) -> int:
 def _report_metrics(args) -> int:
     if args.draws is not None and args.draws < 1:
         raise FairbenchError(f"--draws must be positive, got {args.draws}")
-    settings = ValidationSettings(seed=args.seed, **({"draws": args.draws} if args.draws is not None else {}))
+    if args.coverage_draws is not None and args.coverage_draws < 1:
+        raise FairbenchError(f"--coverage-draws must be positive, got {args.coverage_draws}")
+    if args.coverage_large_draws is not None and args.coverage_large_draws < 1:
+        raise FairbenchError(f"--coverage-large-draws must be positive, got {args.coverage_large_draws}")
+    if args.jobs < 1:
+        raise FairbenchError(f"--jobs must be positive, got {args.jobs}")
+    settings = ValidationSettings(seed=args.seed, jobs=args.jobs,
+                                  **({"draws": args.draws} if args.draws is not None else {}),
+                                  **({"coverage_draws": args.coverage_draws} if args.coverage_draws is not None else {}),
+                                  **({"coverage_large_draws": args.coverage_large_draws}
+                                     if args.coverage_large_draws is not None else {}))
     print(f"wrote {write_metrics_validation(args.out or 'docs/metrics-validation.md', settings)}")
     return 0
 
@@ -201,7 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     board = commands.add_parser("leaderboard", help="regenerate the leaderboard of a results directory from its records")
     board.add_argument("directory")
+    board.add_argument("--format", help="print one view instead of writing the files: md, csv (the headline view) "
+                       "or latex (the headline view as a booktabs table)")
     board.set_defaults(func=_cmd_leaderboard)
+
+    site = commands.add_parser("site", help="one static site over several leaderboards (index, a page per benchmark and "
+                               "per method, all records as JSON and CSV)")
+    site.add_argument("directories", nargs="+", metavar="DIR", help="results directories (each with records/)")
+    site.add_argument("--out", required=True, help="folder of the site (created; a previous site there is replaced)")
+    site.set_defaults(func=_cmd_site)
 
     report = commands.add_parser(
         "report", help="generated reports (tau-search: the tau searches vs the exact optimum and the measured epsilon(tau); "
@@ -210,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("name", choices=["tau-search", "metrics"])
     report.add_argument("--out", help="metrics: output file (default docs/metrics-validation.md)")
     report.add_argument("--draws", type=int, help="metrics: independent draws per case (default 12; 3 above 1000 samples per group)")
+    report.add_argument("--coverage-draws", type=int,
+                        help="metrics: independent draws per row of the coverage table (default 200)")
+    report.add_argument("--coverage-large-draws", type=int,
+                        help="metrics: draws per coverage row above 500 samples per group (default 200)")
+    report.add_argument("--jobs", type=int, default=1, help="metrics: processes for the coverage draws (default 1)")
     report.add_argument("--batch-size", type=int, default=256)
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--config", action="append", default=[],

@@ -130,22 +130,8 @@ def parse_method(table: Any, where: str) -> MethodSpec:
     return MethodSpec(name=name, label=label, params=given)
 
 
-@dataclass(frozen=True)
-class MetricsSpec(SuiteOptions):
-    """``[metrics]``: the measurement settings, the fields of `fairbench.metrics.suite.SuiteOptions`."""
-
-    def validate(self, where: str = "metrics") -> None:
-        super().validate(where)
-        if self.epsilon_folds < 3:
-            raise FairbenchError(f"{where}.epsilon_folds must be at least 3, got {self.epsilon_folds}")
-        positive(self.epsilon_repeats, f"{where}.epsilon_repeats")
-        if self.epsilon_subsamples < 0:
-            raise FairbenchError(f"{where}.epsilon_subsamples must be non-negative, got {self.epsilon_subsamples}")
-        if self.epsilon_permutations < 0:
-            raise FairbenchError(f"{where}.epsilon_permutations must be non-negative, got {self.epsilon_permutations}")
-        if not 0.5 <= self.confidence < 1.0:
-            raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
-        positive(self.bootstrap, f"{where}.bootstrap")
+# ``[metrics]``: the measurement settings, which the metrics package owns and checks.
+MetricsSpec = SuiteOptions
 
 
 @dataclass(frozen=True)
@@ -163,8 +149,7 @@ class Config:
         (``clip_sample_default`` on their spec class) where the scheduler has the option."""
         if self.sampler.clip_sample is not None:
             return self.sampler.clip_sample
-        default = getattr(type(self.model_spec()), "clip_sample_default", False)
-        return bool(default) and self.sampler.scheduler in CLIPPING_SCHEDULERS
+        return self.model_spec().clip_sample_default and self.sampler.scheduler in CLIPPING_SCHEDULERS
 
     def model_spec(self):
         return model_spec(self.model)
@@ -285,10 +270,10 @@ def parse_config(data: dict, *, source: str = "<config>") -> Config:
     model = config.model_spec()  # validate the model and dataset tables now, before any work
     if config.dataset is not None:
         dataset_spec(config.dataset)
-        if not getattr(model, "takes_dataset", False):
+        if not model.takes_dataset:
             raise FairbenchError(f"{source}: the {model.kind} model kind takes no [dataset]")
-    if hasattr(model, "num_train_timesteps"):
-        config.check_methods(model.num_train_timesteps)
+    if model.known_train_timesteps() is not None:
+        config.check_methods(model.known_train_timesteps())
     return config
 
 

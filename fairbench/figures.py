@@ -210,26 +210,56 @@ def tau_curve_figure(label: str, search: str, curves: Sequence[tuple[object, obj
 Extent = tuple[float, float, float]  # (mean, low, high): an interval, or mean ± std
 
 
-def tradeoff_figure(points: Sequence[tuple[str, Extent, Extent]], *, fairness: str, quality: str) -> Figure:
-    """Fairness (y) against quality (x), one numbered point per method with its intervals as bars.
+def _tradeoff_axis(axis, points: Sequence[tuple[str, Extent, Extent]], *, fairness: str, quality: str,
+                   front: Sequence[str] = ()) -> None:
+    """Numbered points with their intervals as bars; the non-dominated ones (`front`) filled and
+    joined by the dashed front line (``gid="pareto-front"``), the others drawn hollow."""
+    for index, (label, (xm, xl, xh), (ym, yl, yh)) in enumerate(points):
+        colour = PALETTE[index % len(PALETTE)]
+        bars = axis.errorbar([xm], [ym], xerr=[[xm - xl], [xh - xm]], yerr=[[ym - yl], [yh - ym]], fmt="o", color=colour,
+                             markersize=6 if label in front else 5, elinewidth=1,
+                             markerfacecolor=colour if label in front or not front else "white")
+        bars.lines[0].set_gid(f"point-{index + 1}")  # the marker, findable in the SVG
+        bars.lines[0].set_clip_on(False)  # a point at epsilon 0 is drawn whole on the axis
+        axis.annotate(str(index + 1), (xm, ym), xytext=(5, 5), textcoords="offset points", color=colour, fontsize=9)
+    on_front = sorted((x[0], y[0]) for label, x, y in points if label in front)
+    if len(on_front) > 1:
+        (line,) = axis.plot(*zip(*on_front), linestyle="--", color="grey", linewidth=1, zorder=0)
+        line.set_gid("pareto-front")
+    if fairness == "epsilon":
+        axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
+    direction = {"fid": " (lower is better)", "s_per_1000_samples": " (lower is better)"}.get(quality.split("@")[0], "")
+    axis.set_xlabel(quality + direction)
+    axis.set_ylabel(fairness)
+    axis.grid(True, axis="y", color="#dddddd")
+
+
+def tradeoff_figure(points: Sequence[tuple[str, Extent, Extent]], *, fairness: str, quality: str,
+                    front: Sequence[str] = ()) -> Figure:
+    """Fairness (y) against quality or cost (x), one numbered point per method with its intervals
+    as bars, the non-dominated methods (`front`) filled and joined.
 
     Points are numbered in the order given (the page lists the names under the same numbers):
     full labels would collide inside the plot.
     """
     figure = Figure(figsize=(6.4, 3.6))
-    axis = figure.subplots()
-    for index, (_, (xm, xl, xh), (ym, yl, yh)) in enumerate(points):
-        colour = PALETTE[index % len(PALETTE)]
-        bars = axis.errorbar([xm], [ym], xerr=[[xm - xl], [xh - xm]], yerr=[[ym - yl], [yh - ym]], fmt="o", color=colour,
-                             markersize=5, elinewidth=1)
-        bars.lines[0].set_gid(f"point-{index + 1}")  # the marker, findable in the SVG
-        bars.lines[0].set_clip_on(False)  # a point at epsilon 0 is drawn whole on the axis
-        axis.annotate(str(index + 1), (xm, ym), xytext=(5, 5), textcoords="offset points", color=colour, fontsize=9)
-    if fairness == "epsilon":
-        axis.set_ylim(bottom=max(0.0, axis.get_ylim()[0]))
-    axis.set_xlabel(f"{quality} (lower is better)" if quality.split("@")[0] == "fid" else quality)
-    axis.set_ylabel(fairness)
-    axis.grid(True, axis="y", color="#dddddd")
+    _tradeoff_axis(figure.subplots(), points, fairness=fairness, quality=quality, front=front)
+    figure.tight_layout()
+    return figure
+
+
+def pareto_figure(panels: Sequence[tuple[Sequence[tuple[str, Extent, Extent]], Sequence[str], str, str]],
+                  title: str = "") -> Figure:
+    """One panel per view (points, front, fairness name, x name), side by side, with a numbered
+    key of the methods under them (the numbers of each panel's points)."""
+    figure = Figure(figsize=(6.4 * len(panels), 3.6 + 0.2 * max(len(p[0]) for p in panels)))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, (points, front, fairness, x) in zip(axes, panels):
+        _tradeoff_axis(axis, points, fairness=fairness, quality=x, front=front)
+        key = "\n".join(f"{i + 1}. {label}{' (non-dominated)' if label in front else ''}" for i, (label, _, _) in enumerate(points))
+        axis.text(0.0, -0.2, key, transform=axis.transAxes, va="top", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
 

@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import subprocess
-import tempfile
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -31,6 +32,7 @@ class Provenance(TypedDict):
     platform: str
     seed: int
     batch_size: int
+    date: NotRequired[str]  # when the record was made (UTC, ISO 8601, seconds); absent in older records
 
 
 class Record(TypedDict):
@@ -85,6 +87,7 @@ def provenance(*, device: str, seed: int, batch_size: int) -> Provenance:
         "platform": platform.platform(),
         "seed": seed,
         "batch_size": batch_size,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -102,10 +105,23 @@ def make_record(*, spec: dict, label: str, metrics: dict, provenance: Provenance
     return record
 
 
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside `path`, opened for writing, with the usual permissions (0666 less the
+    process's umask, as `open` gives): `tempfile.mkstemp` would make it 0600, and the file
+    keeps its mode through `os.replace`, so a served leaderboard would be unreadable to others."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {str(path)!r}")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` so that readers see the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

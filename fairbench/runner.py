@@ -28,14 +28,13 @@ import torch
 from .config import Config, MethodSpec
 from .errors import FairbenchError, lookup
 from .figures import write_figures
-from .html_report import write_html
-from .leaderboard import write_leaderboard
 from .methods import Conditional, MethodContext, assigned, check_method
 from .metrics.cost import PeakMemory
 from .metrics.suite import evaluate
 from .models import Setup
 from .noise import SCHEME as NOISE_SCHEME
 from .progress import progress
+from .publish import write_leaderboard
 from .records import (
     Record, atomic_write_text, make_record, provenance, read_json, read_record, record_path, refuse_position_keyed, spec_hash,
     write_record,
@@ -365,14 +364,13 @@ def run_benchmark(
     if save_images:
         for job, record in zip(jobs, records):
             write_job_samples(job, record, setups(job.config), out_dir)
-    write_leaderboard(out_dir)
     cells = len(configs) > 1
     write_figures(out_dir, [
         (f"{job.config.benchmark.name} {record['label']}" if cells else record["label"], record,
          tuple(setups(job.config).model.attribute_names))
         for job, record in zip(jobs, records) if job.seed == job.config.benchmark.seeds[0]
     ])
-    write_html(out_dir)
+    write_leaderboard(out_dir)  # after the figures: the page shows the sample grids
     return records
 
 

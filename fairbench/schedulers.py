@@ -41,8 +41,6 @@ class AncestralDDPM(DDIMScheduler):
     hands it counter-based noise for the whole batch at once.
     """
 
-    adds_noise = True
-
     def step(self, model_output, timestep, sample, generator=None, variance_noise=None, return_dict=True):
         return super().step(
             model_output, timestep, sample, eta=1.0, generator=generator, variance_noise=variance_noise,
@@ -103,8 +101,9 @@ def build_scheduler(name: str, model: Any, steps: int, *, clip_sample: bool = Fa
 
 
 def adds_noise(scheduler: SchedulerMixin) -> bool:
-    """Whether the scheduler's step adds fresh noise (which it then takes as ``variance_noise``)."""
-    return getattr(scheduler, "adds_noise", False)
+    """Whether the scheduler's step adds fresh noise (which it then takes as ``variance_noise``): the
+    ancestral DDPM sampler does; the deterministic ones (DDIM eta = 0, DPM-Solver, Euler) do not."""
+    return isinstance(scheduler, AncestralDDPM)
 
 
 def visited_timesteps(scheduler: SchedulerMixin, steps: int) -> list[int]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -199,6 +199,19 @@ class SwitchedPair:
         self._unswitched = x
         return x
 
+    @classmethod
+    def branched(cls, model: Denoiser, *, search: str, positions: Callable[[list[int]], Sequence[int]] | None = None,
+                 **sampling) -> tuple["SwitchedPair", Any]:
+        """The pair for one search with its prefix run, keeping the states of the candidates at
+        ``positions(candidates)`` (default: all of them), and the search's progress bar (one unit
+        for the prefix, one per candidate). `sampling`: the `SwitchedPair` arguments."""
+        pair = cls(model, **sampling)
+        kept = list(range(len(pair.candidates))) if positions is None else list(positions(pair.candidates))
+        bar = progress(total=len(kept) + 1, desc=f"tau search ({search})", unit="candidate")
+        pair.run_prefix(kept)
+        bar.update(1)
+        return pair, bar
+
     def _keep(self, index: int, x: torch.Tensor, scheduler) -> None:
         self._checkpoints[index] = Resume(index, x.clone(), copy.deepcopy(scheduler))
 
@@ -252,13 +265,13 @@ def sweep_search(
         raise FairbenchError(f"sweep stride must be a positive integer, got {stride!r}")
     start = time.perf_counter()
     features = features or _default_features
-    pair = SwitchedPair(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
-                 s0=s0, s1=s1, device=device, clip_sample=clip_sample)
-    last = len(pair.candidates) - 1
-    positions = sorted(set(range(0, last + 1, stride)) | {last})
-    bar = progress(total=len(positions) + 1, desc="tau search (sweep)", unit="candidate")
-    pair.run_prefix(positions)
-    bar.update(1)
+
+    def strided(candidates: list[int]) -> list[int]:  # every stride-th candidate, and the last
+        return sorted(set(range(0, len(candidates), stride)) | {len(candidates) - 1})
+
+    pair, bar = SwitchedPair.branched(model, search="sweep", positions=strided, scheduler_name=scheduler_name, steps=steps,
+                                      seed=seed, batch_size=batch_size, s0=s0, s1=s1, device=device, clip_sample=clip_sample)
+    positions = strided(pair.candidates)
     curve, band, measured = [], [], {name: [] for name in measures or {}}
     for position in positions:
         out = pair.switched(position)
@@ -384,12 +397,9 @@ def direct_search(
     lookup({"mmd": 1, "classifier": 1}, statistic, "direct search statistic")
     start = time.perf_counter()
     features = features or _default_features
-    pair = SwitchedPair(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
-                 s0=s0, s1=s1, device=device, clip_sample=clip_sample)
-    # at most every candidate is visited; the stage closes early when the bracket settles sooner
-    bar = progress(total=len(pair.candidates) + 1, desc="tau search (direct)", unit="candidate")
-    pair.run_prefix(range(len(pair.candidates)))
-    bar.update(1)
+    # at most every candidate is visited; the bar closes early when the bracket settles sooner
+    pair, bar = SwitchedPair.branched(model, search="direct", scheduler_name=scheduler_name, steps=steps, seed=seed,
+                                      batch_size=batch_size, s0=s0, s1=s1, device=device, clip_sample=clip_sample)
 
     def discrepancy(position: int) -> float:
         bar.update(1)
@@ -434,12 +444,12 @@ def direct_mean_search(
     """
     start = time.perf_counter()
     features = features or _default_features
-    pair = SwitchedPair(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
-                 s0=s0, s1=s1, device=device, clip_sample=clip_sample)
-    pair.run_prefix(range(len(pair.candidates)))
+    pair, bar = SwitchedPair.branched(model, search="direct_mean", scheduler_name=scheduler_name, steps=steps, seed=seed,
+                                      batch_size=batch_size, s0=s0, s1=s1, device=device, clip_sample=clip_sample)
     evaluated: dict[int, torch.Tensor] = {}
 
     def mean_difference(position: int) -> torch.Tensor:
+        bar.update(1)
         f = features(pair.switched(position)).to(torch.float64).reshape(2 * batch_size, -1)
         return f[:batch_size].mean(0) - f[batch_size:].mean(0)
 
@@ -465,6 +475,7 @@ def direct_mean_search(
             else:
                 hi = mid
         best = lo if abs(gap(lo)) <= abs(gap(hi)) else hi
+    bar.close()
     curve = sorted((pair.candidates[p], gap(p)) for p in evaluated)
     return TauSearchResult(pair.candidates[best], "direct_mean", curve, nfe=pair.nfe, wall_s=time.perf_counter() - start)
 

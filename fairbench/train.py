@@ -183,14 +183,19 @@ class LabelledImages:
 # Checkpoints: safetensors + JSON, never pickle.
 
 
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict as contiguous CPU tensors, what safetensors writes."""
+    return {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+
+
 def save_checkpoint(directory: Path, step: int, module: nn.Module, ema: nn.Module | None, optimizer) -> None:
     """Write ``directory`` as a whole: a new folder renamed over the old one."""
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, tmp / "model.safetensors")
+    save_file(_cpu_state(module), tmp / "model.safetensors")
     if ema is not None:
-        save_file({k: v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}, tmp / "ema.safetensors")
+        save_file(_cpu_state(ema), tmp / "ema.safetensors")
     state = optimizer.state_dict()
     flat = {f"{index}.{name}": value.detach().contiguous().cpu()
             for index, values in state["state"].items() for name, value in values.items()}
@@ -319,9 +324,12 @@ def _abar(schedule: dict[str, Any]) -> torch.Tensor:
     return make_scheduler("ddpm", **schedule).alphas_cumprod.to(torch.float32)
 
 
-def _noised(x0: torch.Tensor, abar: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(x_t, t, eps)`` with ``t ~ U{0..T-1}`` and ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``."""
-    t = torch.randint(len(abar), (len(x0),), generator=generator)
+def _noised(x0: torch.Tensor, abar: torch.Tensor, generator: torch.Generator,
+            t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_t, t, eps)`` with ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``, ``eps ~ N(0, I)`` and
+    ``t ~ U{0..T-1}`` per sample unless given."""
+    if t is None:
+        t = torch.randint(len(abar), (len(x0),), generator=generator)
     eps = torch.randn(x0.shape, generator=generator)
     a = abar[t].view(-1, *[1] * (x0.ndim - 1))
     return a.sqrt() * x0 + (1.0 - a).sqrt() * eps, t, eps
@@ -361,7 +369,7 @@ def save_unet(unet, schedule: dict[str, Any], folder: Path) -> None:
 
 def _save_network(network: nn.Module, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}, folder / "model.safetensors")
+    save_file(_cpu_state(network), folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps(network.config, indent=2), encoding="utf-8")
 
 
@@ -438,8 +446,7 @@ def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: Guidanc
     T = len(abar)
     for fraction in GUIDANCE_CHECK_TIMESTEPS:
         t = fraction * T // 1000
-        eps = torch.randn(held_out.images.shape, generator=generator)
-        x_t = abar[t].sqrt() * held_out.images + (1.0 - abar[t]).sqrt() * eps
+        x_t, _, _ = _noised(held_out.images, abar, generator, torch.full((len(held_out.images),), t))
         with torch.no_grad():
             logits = network(x_t.to(device), torch.full((len(x_t),), t, device=device))
         accuracy[f"t={t}"] = _accuracy(logits, held_out.sensitive)

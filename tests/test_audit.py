@@ -17,7 +17,8 @@ from fairbench.sample_files import read_sample_file, read_sample_folder, write_s
 
 # Metrics of the sampling itself (cost, tau, the closed form of the Gaussian model): a run has
 # them, samples made elsewhere do not.
-RUN_ONLY = set(MACHINE_METRICS) | {"nfe_per_sample", "peak_mem_basis", "tau", "tau_search_nfe", "tv_exact"}
+RUN_ONLY = set(MACHINE_METRICS) | {"nfe_per_sample", "peak_mem_basis", "tau", "tau_search_nfe", "tv_exact",
+                                   "s_per_1000_samples"}  # derived from samples_per_s by the leaderboard
 
 GAUSSIAN = """
 [benchmark]

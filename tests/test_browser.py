@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from fairbench.figures import grid_filename, sample_grid
-from fairbench.html_report import write_html
+from fairbench.publish import write_leaderboard
 from fairbench.records import make_record, write_record
 
 CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None)
@@ -73,22 +73,24 @@ def page(tmp_path_factory) -> Path:
     (directory / "figures").mkdir()
     sample_grid(samples, requested, requested, ("light", "heavy"), "switching (seed 0)",
                 directory / "figures" / grid_filename("switching"), judged={"light": [0.978, 0.022], "heavy": [0.09, 0.91]})
-    return write_html(directory)
+    return write_leaderboard(directory)["html"]
 
 
 class Dom(HTMLParser):
-    """Start tags, the title, and the text of the table body's cells, from a dumped DOM."""
+    """Start tags, the title, and the text of the headline table's body cells, from a dumped DOM."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict]] = []
         self.rows: list[list[str]] = []
         self.title = ""
-        self._in_body = self._in_cell = self._in_title = False
+        self._in_body = self._in_cell = self._in_title = self._headline = False
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
-        if tag == "tbody":
+        if tag == "table":
+            self._headline = dict(attrs).get("id") == "leaderboard"
+        if tag == "tbody" and self._headline:
             self._in_body = True
         elif tag == "tr" and self._in_body:
             self.rows.append([])
@@ -125,12 +127,10 @@ def test_dumped_dom_has_the_values_sorted_as_the_url_asks(page, tmp_path):
     assert table["data-sorted"] == "-epsilon"
     expected = sorted(METHODS, key=lambda m: (-_mean(m), list(METHODS).index(m)))
     assert [row[0] for row in dom.rows] == expected
-    # values as recorded: mean ± sample std over the two seeds, then the interval columns
+    # values as recorded: mean ± sample std over the two seeds, the interval under it
     by_label = {row[0]: row for row in dom.rows}
-    assert by_label["conditional"][1:3] == ["2", "0.710 ± 0.014"]
-    assert by_label["switching"][1:3] == ["2", "0.030 ± 0.014"]
-    assert by_label["conditional"][3:5] == ["0.690", "0.730"]
-    assert by_label["mixing"][5] == "" and by_label["switching"][5] == "640 ± 0"
+    assert by_label["conditional"][1] == "0.710 ± 0.014[0.690, 0.730]"
+    assert by_label["switching"][1] == "0.030 ± 0.014[0.010, 0.050]"
     # injected markup stayed text: one script (the page's), only the page's own images, the title untouched
     assert [tag for tag, _ in dom.tags].count("script") == 1
     images = [attrs for tag, attrs in dom.tags if tag == "img"]
@@ -228,9 +228,9 @@ class DevTools:
 ROW_LABELS = "Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.cells[0].textContent)"
 
 
-def click(browser: DevTools, key: str) -> list[str]:
-    browser.evaluate(f"document.querySelector('th[data-key=\"{key}\"] button').click()")
-    return browser.evaluate(ROW_LABELS)
+def click(browser: DevTools, key: str, table: str = "leaderboard") -> list[str]:
+    browser.evaluate(f"document.querySelector('#{table} th[data-key=\"{key}\"] button').click()")
+    return browser.evaluate(ROW_LABELS.replace("#leaderboard", f"#{table}"))
 
 
 def test_clicking_headers_sorts_and_injected_markup_never_runs(page, tmp_path):
@@ -241,14 +241,15 @@ def test_clicking_headers_sorts_and_injected_markup_never_runs(page, tmp_path):
         assert browser.evaluate(ROW_LABELS) == record_order
         ascending = sorted(METHODS, key=lambda m: (_mean(m), record_order.index(m)))
         assert click(browser, "epsilon") == ascending
-        assert browser.evaluate("document.querySelector('th[data-key=\"epsilon\"]').getAttribute('aria-sort')") == "ascending"
+        assert browser.evaluate("document.querySelector('#leaderboard th[data-key=\"epsilon\"]').getAttribute('aria-sort')") == "ascending"
         assert click(browser, "epsilon") == sorted(METHODS, key=lambda m: (-_mean(m), record_order.index(m)))
         assert browser.evaluate("location.hash") == "#sort=-epsilon"
-        # empty cells sort last in both directions
+        # a detail table sorts by itself; empty cells sort last in both directions
         with_tau = [m for m in METHODS if METHODS[m][1] is not None]
         without = [m for m in METHODS if METHODS[m][1] is None]
-        assert click(browser, "tau") == sorted(with_tau, key=lambda m: METHODS[m][1]) + without
-        assert click(browser, "tau") == sorted(with_tau, key=lambda m: -METHODS[m][1]) + without
+        assert click(browser, "tau", "details-search") == sorted(with_tau, key=lambda m: METHODS[m][1]) + without
+        assert click(browser, "tau", "details-search") == sorted(with_tau, key=lambda m: -METHODS[m][1]) + without
+        assert browser.evaluate("location.hash") == "#sort=-epsilon"  # only the headline table's order is linkable
         assert click(browser, "method") == sorted(METHODS)
         # nothing injected ran or became markup
         assert browser.evaluate("typeof window.__pwned") == "undefined"
@@ -281,5 +282,136 @@ def test_a_sample_grid_is_drawn_at_its_own_size_without_smoothing(page, tmp_path
         assert "requested heavy; judged light 9.0%, heavy 91.0%" in grid["caption"]
         # every plot is an image that loaded (a broken image has no natural size)
         assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    finally:
+        browser.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The site over the published leaderboards (`fairbench site`), at a 1280-pixel-wide window.
+
+LEADERBOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
+PUBLISHED = sorted(p for p in LEADERBOARDS.iterdir() if (p / "records").is_dir()) if LEADERBOARDS.is_dir() else []
+WIDTH = 1280
+
+PAGE_FACTS = """(() => {
+  const table = document.getElementById('leaderboard');
+  const box = table ? table.closest('.scroll') || table : null;
+  return {
+    h1: (document.querySelector('h1') || {}).textContent || '',
+    pageWidth: document.documentElement.scrollWidth,
+    viewport: window.innerWidth,
+    table: table ? {right: table.getBoundingClientRect().right, scroll: box.scrollWidth, client: box.clientWidth,
+                    columns: table.tHead.rows[0].cells.length, rows: table.tBodies[0].rows.length} : null,
+    links: Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href')),
+    ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
+    images: Array.from(document.images).map(i => ({src: i.getAttribute('src').slice(0, 40), ok: i.complete && i.naturalWidth > 0})),
+    scripts: document.scripts.length,
+    pwned: typeof window.__pwned,
+  };
+})()"""
+
+
+def _goto(browser: DevTools, url: str) -> dict:
+    browser.send("Page.navigate", {"url": url})
+    browser.wait_for("Page.loadEventFired")
+    return browser.evaluate(PAGE_FACTS)
+
+
+def _crawl(site: Path, tmp_path: Path) -> dict[Path, dict]:
+    """Every page reachable from the index, by following links: page -> its facts."""
+    browser = DevTools(tmp_path / "profile")
+    facts: dict[Path, dict] = {}
+    try:
+        browser.open("about:blank")
+        browser.send("Emulation.setDeviceMetricsOverride", {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+        queue = [site / "index.html"]
+        while queue:
+            page = queue.pop()
+            if page in facts:
+                continue
+            facts[page] = _goto(browser, page.as_uri())
+            for href in facts[page]["links"]:
+                target = href.split("#")[0]
+                if target.endswith(".html"):
+                    queue.append((page.parent / target).resolve())
+    finally:
+        browser.close()
+    return facts
+
+
+@pytest.fixture(scope="module")
+def published_site(tmp_path_factory) -> Path:
+    from fairbench.website import build_site
+
+    if not PUBLISHED:
+        pytest.skip("no published leaderboards in this checkout")
+    out = tmp_path_factory.mktemp("site") / "site"
+    build_site(PUBLISHED, out)
+    return out
+
+
+def test_site_over_the_published_leaderboards_renders_every_page_and_every_link_resolves(published_site, tmp_path):
+    facts = _crawl(published_site, tmp_path)
+    benchmark_pages = sorted(p.name for p in facts if p.parent.name == "benchmarks")
+    method_pages = sorted(p.name for p in facts if p.parent.name == "methods")
+    assert benchmark_pages == sorted(p.name for p in (published_site / "benchmarks").glob("*.html"))
+    assert len(benchmark_pages) == len(PUBLISHED)
+    assert method_pages == sorted(p.name for p in (published_site / "methods").glob("*.html")) and method_pages
+    for page, seen in facts.items():
+        assert seen["h1"], page
+        assert seen["scripts"] == 1 and seen["pwned"] == "undefined"
+        # no horizontal scrolling of the page at 1280 px
+        assert seen["pageWidth"] <= seen["viewport"] == WIDTH, (page, seen["pageWidth"])
+        # every image (plots, copied sample grids) loaded under the page's policy
+        assert all(image["ok"] for image in seen["images"]), (page, [i for i in seen["images"] if not i["ok"]])
+        for href in seen["links"]:
+            assert not href.startswith(("http:", "https:", "//")), (page, href)  # nothing from the network
+            target, _, anchor = href.partition("#")
+            path = (page.parent / target).resolve() if target else page
+            assert path.is_file(), (page, href)
+            if anchor and path.suffix == ".html":
+                ids = facts[path]["ids"] if path in facts else []
+                assert anchor in ids, (page, href)
+    for page in (p for p in facts if p.parent.name == "benchmarks"):
+        table = facts[page]["table"]
+        # the headline table fits the window: at most 9 columns and nothing to scroll sideways
+        assert table is not None and 2 <= table["columns"] <= 9 and table["rows"] >= 1, page
+        assert table["scroll"] <= table["client"] and table["right"] <= WIDTH, (page, table)
+    grids = [i for p in facts if p.parent.name == "methods" for i in facts[p]["images"] if i["src"].startswith("../figures/")]
+    assert grids  # method pages show the copied sample grids
+
+
+HOSTILE_METHOD = "<img src=x onerror=\"window.__pwned = 3\">"
+
+
+def test_site_keeps_hostile_names_as_text(tmp_path):
+    from fairbench.website import build_site
+
+    directories = []
+    for index, bench in enumerate(["<b>bench</b>", "plain"]):
+        directory = tmp_path / f"run{index}"
+        for record in _records():
+            record["spec"]["benchmark"] = bench
+            if record["label"] == "mixing":
+                record["spec"]["method"]["name"] = HOSTILE_METHOD
+            write_record(directory, record)
+        directories.append(directory)
+    site = tmp_path / "site"
+    build_site(directories, site)
+    facts = _crawl(site, tmp_path)
+    assert len(facts) >= 1 + 2 + 1  # index, two benchmarks, the methods
+    for page, seen in facts.items():
+        assert seen["pwned"] == "undefined" and seen["scripts"] == 1, page
+    browser = DevTools(tmp_path / "profile2")
+    try:
+        browser.open((site / "index.html").as_uri())
+        text = browser.evaluate("document.body.innerText")
+        assert "<b>bench</b>" in text and HOSTILE_METHOD in text
+        assert browser.evaluate("document.querySelectorAll('td b, th b, img[src=x], iframe').length") == 0
+        browser.send("Page.navigate", {"url": (site / "benchmarks" / "run0.html").as_uri()})
+        browser.wait_for("Page.loadEventFired")
+        assert browser.evaluate("document.title") == "Leaderboard: <b>bench</b>"
+        assert EVIL in browser.evaluate(ROW_LABELS)
+        assert browser.evaluate("typeof window.__pwned") == "undefined"
     finally:
         browser.close()

@@ -218,6 +218,7 @@ def test_a_folder_keyed_by_method_position_is_refused_with_one_line(tmp_path, ca
     old["spec"]["method_index"] = 0  # how records were keyed before
     path.write_text(json.dumps(old))
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()  # the first run's progress
     assert main(["run", str(tmp_path / "a.toml"), "--out", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fairbench: error: ") and "place in [[methods]]" in err[0], err

@@ -23,13 +23,20 @@ from PIL import Image
 from fairbench.cli import main
 from fairbench.config import parse_config
 from fairbench.figures import pixel_scale, sample_grid, upscale
-from fairbench.html_report import grid_filename, render_html, write_html
-from fairbench.leaderboard import leaderboard_frame, markdown_table, write_leaderboard
+from fairbench.html_report import grid_filename, render_html as render_report
+from fairbench.leaderboard import leaderboard_frame, markdown_table
+from fairbench.metrics import METRICS
+from fairbench.publish import write_leaderboard
+from fairbench.report_model import build_report, pareto_front, with_derived
 from fairbench.records import make_record, read_records, write_record
 from fairbench.runner import run_benchmark
 
 EVIL_LABEL = """<script>document.title="PWNED"</script>"dq" 'sq' <img src=x onerror="document.title='PWNED'"> [x](javascript:alert(1)) a|b `c` *d*"""
 EVIL_BENCHMARK = "<b>bench</b> & 'co'"
+
+
+def render_html(records: list[dict]) -> str:
+    return render_report(build_report(records))
 
 
 def record(label: str, seed: int, epsilon: float, *, index: int = 0, benchmark: str = "bench", **metrics) -> dict:
@@ -52,22 +59,27 @@ def fixture_records(*, fid: bool = False) -> list[dict]:
 
 
 class Tree(HTMLParser):
-    """Start tags, and the text of the leaderboard table's cells, from an HTML document."""
+    """Start tags, and per table (by id) its column keys and the text of its body's cells."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.tags: list[tuple[str, dict]] = []
-        self.rows: list[list[dict]] = []
+        self.tables: dict[str, dict] = {}
+        self._table: dict | None = None
         self._cell: dict | None = None
         self._in_body = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.tags.append((tag, attrs))
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("id", ""), {"columns": [], "rows": []})
+        elif tag == "th" and "data-key" in attrs and self._table is not None:
+            self._table["columns"].append(attrs["data-key"])
         if tag == "tbody":
             self._in_body = True
         elif tag == "tr" and self._in_body:
-            self.rows.append([])
+            self._table["rows"].append([])
         elif tag in ("td", "th") and self._in_body:
             self._cell = {"value": attrs.get("data-value"), "text": ""}
 
@@ -75,15 +87,23 @@ class Tree(HTMLParser):
         if tag == "tbody":
             self._in_body = False
         elif tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(self._cell)
+            self._table["rows"][-1].append(self._cell)
             self._cell = None
 
     def handle_data(self, data):
         if self._cell is not None:
             self._cell["text"] += data
 
-    def columns(self) -> list[str]:
-        return [a["data-key"] for t, a in self.tags if t == "th" and "data-key" in a]
+    @property
+    def rows(self) -> list[list[dict]]:
+        """The headline table's rows."""
+        return self.tables["leaderboard"]["rows"]
+
+    def columns(self, table: str = "leaderboard") -> list[str]:
+        return self.tables[table]["columns"]
+
+    def all_columns(self) -> list[str]:
+        return [key for table in self.tables.values() for key in table["columns"]]
 
 
 def parse(page: str) -> Tree:
@@ -123,23 +143,62 @@ def test_table_holds_mean_std_and_interval_over_seeds():
     records = fixture_records()
     tree = parse(render_html(records))
     columns = tree.columns()
-    assert columns[:3] == ["method", "n_seeds", "epsilon"]
-    assert {"epsilon_ci_low", "epsilon_ci_high", "nfe_per_sample"} <= set(columns)
+    assert columns == ["method", "epsilon", "nfe_per_sample"]  # the headline metrics these records have
     by_method = {row[0]["text"]: row for row in tree.rows}
     for label in ("conditional", "switching", "mixing"):
         group = [r for r in records if r["label"] == label]
         eps = np.array([r["metrics"]["epsilon"] for r in group])
         cells = dict(zip(columns, by_method[label]))
         assert float(cells["epsilon"]["value"]) == pytest.approx(eps.mean(), abs=1e-15)
-        assert cells["epsilon"]["text"].count("±") == 1
+        shown, bounds = cells["epsilon"]["text"].split("[")
+        assert shown.count("±") == 1
         low = np.mean([r["metrics"]["epsilon_ci"][0] for r in group])
         high = np.mean([r["metrics"]["epsilon_ci"][1] for r in group])
-        assert float(cells["epsilon_ci_low"]["value"]) == pytest.approx(low, abs=1e-15)
-        assert float(cells["epsilon_ci_high"]["value"]) == pytest.approx(high, abs=1e-15)
-        assert cells["n_seeds"]["value"] == "2"
+        assert [float(b) for b in bounds.rstrip("]").split(",")] == pytest.approx([low, high], abs=5e-4)
         # the std shown is the sample std over seeds (ddof=1), as in leaderboard.csv
-        std = float(cells["epsilon"]["text"].split("±")[1])
+        std = float(shown.split("±")[1])
         assert std == pytest.approx(eps.std(ddof=1), abs=1e-3)
+
+
+RICH = {"epsilon_p_value": 0.01, "fd": 0.2, "kl_uniform": 0.05, "target_gap": 0.3, "target_gap_null": 0.05,
+        "fid": 12.0, "kid": 0.5, "fid_features": "raw", "utility_fraction": 0.9, "utility_accuracy": 0.8,
+        "samples_per_s": 250.0, "wall_s": 4.0, "tau": 300, "tau_search_nfe": 1000}
+
+
+def test_headline_first_then_one_detail_table_per_registry_group():
+    records = [record(label, seed, eps, index=i, **RICH) for i, (label, eps) in enumerate([("a", 0.5), ("b", 0.1)])
+               for seed in (0, 1)]
+    tree = parse(render_html(records))
+    assert tree.columns() == ["method", "epsilon", "fd", "target_gap", "fid@raw", "utility_fraction", "nfe_per_sample",
+                              "s_per_1000_samples"]
+    assert len(tree.columns()) <= 9
+    headline = set(tree.columns()[1:])
+    details = {key: table["columns"][1:] for key, table in tree.tables.items() if key.startswith("details-")}
+    assert list(details) == ["details-fairness", "details-balance", "details-inheritance", "details-quality",
+                             "details-utility", "details-cost", "details-search"]
+    for key, columns in details.items():
+        assert columns and not headline & set(columns)  # every other column, once
+        assert {METRICS[c.split("@")[0]].group for c in columns} == {key.removeprefix("details-")}
+    # seconds per 1000 samples is derived from each record's rate
+    cells = dict(zip(tree.columns(), tree.rows[0]))
+    assert float(cells["s_per_1000_samples"]["value"]) == pytest.approx(4.0)
+
+
+def with_rank_groups(records: list[dict], **letters: list[str]):
+    """The report of `records` with ``<column>_group`` letters in its frame, as paired comparisons give them."""
+    derived = [with_derived(r) for r in records]
+    frame = leaderboard_frame(derived).assign(**{f"{key}_group": value for key, value in letters.items()})
+    return build_report(derived, frame=frame)
+
+
+def test_rank_groups_render_beside_their_metric_when_the_frame_has_them():
+    page = render_report(with_rank_groups(fixture_records(), epsilon=["a", "b", "b"]))
+    tree = parse(page)
+    assert "epsilon_group" not in tree.all_columns()  # letters sit in the metric's cell, not a column of their own
+    texts = {row[0]["text"]: dict(zip(tree.columns(), row))["epsilon"]["text"] for row in tree.rows}
+    assert texts["conditional"].endswith(" a") and texts["switching"].endswith(" b") and texts["mixing"].endswith(" b")
+    assert "rank group" in page
+    assert "rank group" not in render_html(fixture_records())  # no letters, no note
 
 
 def test_record_text_is_escaped_everywhere_in_the_page(tmp_path):
@@ -159,7 +218,7 @@ def test_record_text_is_escaped_everywhere_in_the_page(tmp_path):
     # escaped, not mangled: the text read back is the label exactly, in the table and in the plots
     assert [row[0]["text"] for row in tree.rows] == [EVIL_LABEL, "plain"]
     assert any(a.get("data-method") == EVIL_LABEL for t, a in tree.tags if t == "figure")
-    assert "<i>m</i>" in tree.columns()
+    assert "<i>m</i>" in tree.columns("details-other")  # a metric the registry does not know: its own table
     svgs = embedded_svgs(page)
     assert not any(element.tag in (f"{SVG}script", f"{SVG}foreignObject") for svg in svgs for element in svg.iter())
     assert any(EVIL_LABEL in svg_text(svg) for svg in svgs)
@@ -194,10 +253,10 @@ def test_without_fid_the_page_says_so_and_invents_no_quality_axis():
 
 def _point_centres(page: str) -> dict[str, tuple[float, float]]:
     """Method -> where its numbered point is drawn, read from the embedded SVG."""
-    section = page.split('id="tradeoff"')[1].split('id="tau"')[0]
+    section = page.split('id="tradeoff"')[1].split('id="tradeoff-cost"')[0]
     (svg,) = embedded_svgs(section)
     legend = re.search(r'<ol class="legend">(.*?)</ol>', section).group(1)
-    methods = re.findall(r'<li data-method="([^"]+)">', legend)  # numbered as the points
+    methods = re.findall(r'<li data-method="([^"]+)"', legend)  # numbered as the points
     points = by_id(svg, "point-")
     assert len(points) == len(methods)
     return {method: marker(points[f"point-{number}"]) for number, method in enumerate(methods, start=1)}
@@ -214,6 +273,42 @@ def test_tradeoff_plot_places_each_method_by_fid_and_epsilon():
     by_height = sorted(centres, key=lambda m: -centres[m][1])  # SVG y grows downwards
     assert by_height == list(frame["epsilon_mean"].sort_values().index)
     assert "fid (lower is better)" in svg_text(embedded_svgs(page.split('id="tradeoff"')[1])[0])
+
+
+def brute_force_front(points: dict[str, tuple[float, float]]) -> set[str]:
+    """Non-dominated labels (both coordinates lower is better), by the definition."""
+    return {a for a, (x, y) in points.items()
+            if not any(u <= x and v <= y and (u, v) != (x, y) for b, (u, v) in points.items() if b != a)}
+
+
+def test_pareto_front_matches_its_definition_on_random_points():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 9))
+        values = rng.integers(0, 5, size=(n, 2)).astype(float)  # small integers: ties and duplicates happen
+        points = {f"m{i}": (x, y) for i, (x, y) in enumerate(values)}
+        front = pareto_front([(label, x, y) for label, (x, y) in points.items()])
+        assert set(front) == brute_force_front(points)
+        assert front == [label for label in points if label in front]  # row order kept
+    # a higher-is-better axis flips: (1, 5) beats (1, 3) when y is higher-better
+    assert pareto_front([("a", 1, 5), ("b", 1, 3)], y_direction="higher") == ["a"]
+    assert pareto_front([("a", 1, 5), ("b", 1, 3)]) == ["b"]
+
+
+def test_page_marks_the_non_dominated_methods_in_the_plot_and_its_legend():
+    records = fixture_records(fid=True)  # epsilon / fid: conditional 0.71 / 10.5, switching 0.03 / 12.5, mixing 0.005 / 30.5
+    page = render_html(records)
+    section = page.split('id="tradeoff"')[1].split('id="tradeoff-cost"')[0]
+    marked = dict(re.findall(r'<li data-method="([^"]+)" data-pareto="(true|false)"', section))
+    assert marked == {"conditional": "true", "switching": "true", "mixing": "true"}  # each best on one axis or between
+    records = [r for r in records if r["label"] != "mixing"] + [
+        record("worse", seed, 0.5, index=3, fid=40.0) for seed in (0, 1)]  # dominated by switching on both
+    section = render_html(records).split('id="tradeoff"')[1].split('id="tradeoff-cost"')[0]
+    marked = dict(re.findall(r'<li data-method="([^"]+)" data-pareto="(true|false)"', section))
+    assert marked == {"conditional": "true", "switching": "true", "worse": "false"}
+    (svg,) = embedded_svgs(section)
+    front = by_id(svg, "pareto-front")
+    assert len(front) == 1 and len(path_points(front["pareto-front"])) == 2  # joins the two non-dominated points
 
 
 def test_methods_missing_fid_are_listed_not_placed():
@@ -285,7 +380,7 @@ def test_sample_grids_are_embedded_at_their_size_with_request_and_judged_value(t
     (tmp_path / "figures").mkdir()
     digit_grid(tmp_path / "figures" / grid_filename("switching"))
     (tmp_path / "figures" / grid_filename("mixing")).write_text("not a png")
-    page = write_html(tmp_path).read_text(encoding="utf-8")
+    page = write_leaderboard(tmp_path)["html"].read_text(encoding="utf-8")
     grids = re.findall(r'<figure class="grid" data-method="([^"]+)">(.*?)</figure>', page, re.S)
     assert [m for m, _ in grids] == ["switching"]
     data, width, height = re.search(r'<img src="data:image/png;base64,([^"]+)" width="(\d+)" height="(\d+)"', grids[0][1]).groups()
@@ -309,7 +404,7 @@ def test_grid_filename_is_a_plain_file_name():
 def test_markdown_escapes_record_text(tmp_path):
     for r in [record(EVIL_LABEL, 0, 0.3, benchmark=EVIL_BENCHMARK), record("plain", 0, 0.1, index=1)]:
         write_record(tmp_path, r)
-    _, md_path = write_leaderboard(tmp_path)
+    md_path = write_leaderboard(tmp_path)["md"]
     text = md_path.read_text(encoding="utf-8")
     assert "<script" not in text and "<img" not in text and "<b>" not in text
     assert "](javascript" not in text.replace("\\]", "")  # the link's brackets are escaped
@@ -322,12 +417,12 @@ def test_markdown_renders_without_markup_from_records(tmp_path):
     markdown_it = pytest.importorskip("markdown_it")
     for r in [record(EVIL_LABEL, 0, 0.3, benchmark=EVIL_BENCHMARK), record("plain", 0, 0.1, index=1)]:
         write_record(tmp_path, r)
-    _, md_path = write_leaderboard(tmp_path)
+    md_path = write_leaderboard(tmp_path)["md"]
     rendered = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(md_path.read_text())
     tree = parse(rendered)
     tags = {t for t, _ in tree.tags}
     assert "script" not in tags and "img" not in tags and "a" not in tags and "em" not in tags and "b" not in tags
-    assert [row[0]["text"] for row in tree.rows] == [EVIL_LABEL, "plain"]
+    assert [row[0]["text"] for row in tree.tables[""]["rows"][:2]] == [EVIL_LABEL, "plain"]  # the headline table
 
 
 def test_markdown_of_plain_records_is_unchanged():
@@ -377,6 +472,16 @@ def test_cli_leaderboard_writes_csv_markdown_and_page(gaussian_run, capsys):
     tau_section = page.split('id="tau"')[1].split('id="samples"')[0]
     (svg,) = embedded_svgs(tau_section)
     assert len(by_id(svg, "tau-curve-")) == 2  # one curve per seed
+    # the Pareto figure: epsilon against FID and against seconds, one point per method in each panel
+    figure = ElementTree.parse(gaussian_run / "figures" / "pareto.svg").getroot()
+    assert len(by_id(figure, "point-")) == 3  # ids repeat per panel; every method is drawn
+    assert sum(1 for g in figure.iter(f"{SVG}g") if g.get("id", "").startswith("point-")) == 2 * 3
+    report = build_report(read_records(gaussian_run))
+    assert [v.x.metric for v in report.pareto] == ["fid", "s_per_1000_samples"]
+    text = svg_text(figure)
+    for view in report.pareto:
+        for label in view.front:
+            assert f"{label} (non-dominated)" in text
 
 
 def test_cli_leaderboard_refuses_a_directory_without_records(tmp_path, capsys):

@@ -15,7 +15,7 @@ from fairbench.cli import main
 from fairbench.config import parse_config, parse_method
 from fairbench.errors import FairbenchError
 from fairbench.methods import METHODS, Method, MethodContext, RandomCondition, assigned
-from fairbench.models.base import one_hot
+from fairbench.models.base import CAPABILITIES, one_hot
 from fairbench.models import model_spec
 from fairbench.runner import Job, run_cell
 from fairbench.sampling import sample
@@ -76,6 +76,17 @@ def test_config_round_trips(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_parameters_and_needs_are_declared_once(name, setup):
+    cls = METHODS[name]
+    keys = [f.name for f in dataclasses.fields(cls.Params)]
+    assert issubclass(cls, cls.Params) or not keys  # the method's first fields are its parameter list
+    assert [f.name for f in dataclasses.fields(cls)][: len(keys)] == keys
+    assert list(built(name, setup).params()) == keys
+    for capability, parameter in cls.requires.items():
+        assert capability in CAPABILITIES and (parameter is None or parameter in keys), (capability, parameter)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_unknown_parameter_is_refused_on_one_line(tmp_path, capsys, name):
     table = config_table(name)
     table["methods"][0]["not_a_parameter"] = 1
@@ -119,7 +130,7 @@ def test_nfe_counts_the_model_evaluations(name, setup):
     assert out.nfe == counting.rows > 0
     # A correction is a classifier's (counted per sample and step) unless it calls the model,
     # whose extra evaluations the counting model has seen and the NFE above includes.
-    classified = getattr(method, "correct", None) is not None and not method.correction_nfe
+    classified = method.correct is not None and not method.correction_nfe
     assert out.classifier_evals == (counting.rows if classified else 0)
     assert counting.rows == 8 * STEPS * (1 + method.correction_nfe)
 

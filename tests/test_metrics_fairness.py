@@ -11,7 +11,7 @@ import torch
 
 from fairbench.errors import FairbenchError
 from fairbench.methods import AttributeSwitching
-from fairbench.metrics.fairness import epsilon_fairness, epsilon_linear
+from fairbench.metrics.fairness import epsilon_fairness, epsilon_linear, epsilon_lower
 from fairbench.metrics.known_truth import identical, mean_shift, mixture_weights, variance_ratio, xor
 from fairbench.models.gaussian import GaussianModel, exact_switching_tv
 from fairbench.sampling import sample
@@ -121,10 +121,10 @@ def test_the_feature_space_that_carries_the_difference_is_chosen_and_recorded():
     samples, requested = xor(1.5).sample(300, seed=3)
     blind = np.random.default_rng(3).normal(size=(600, 8))
     estimate = epsilon_fairness({"judge": blind, "raw": samples}, requested, permutations=0, seed=3)
-    assert (estimate.learner, estimate.feature_space) == ("svm_rbf", "raw")
-    assert estimate.selected["svm_rbf@raw"] >= 0.8 and abs(sum(estimate.selected.values()) - 1.0) < 1e-12
+    assert (estimate.learner, estimate.feature_space) == ("kernel_rbf", "raw")
+    assert estimate.selected["kernel_rbf@raw"] >= 0.8 and abs(sum(estimate.selected.values()) - 1.0) < 1e-12
     assert abs(estimate.value - xor(1.5).tv) <= TOLERANCE
-    assert set(estimate.candidates) == {"logistic@judge", "svm_rbf@judge", "logistic@raw", "svm_rbf@raw"}
+    assert set(estimate.candidates) == {"logistic@judge", "kernel_rbf@judge", "logistic@raw", "kernel_rbf@raw"}
 
 
 def test_nested_selection_does_not_inflate_the_estimate_on_pure_noise():
@@ -156,3 +156,82 @@ def test_the_estimate_does_not_depend_on_the_number_of_fitting_threads(monkeypat
         estimates.append(epsilon_fairness(spaces, requested, subsamples=3, permutations=50, seed=2))
     assert estimates[0].value > 0.1  # a real difference, so the predictions matter
     assert estimates[1] == estimates[0] and estimates[2] == estimates[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The held-out predictions, the training cap, and the lower confidence bound.
+
+
+def test_heldout_predictions_reproduce_the_estimate_and_index_the_input():
+    means = np.array([[0.0, 0.0], [0.6, 0.0], [0.0, 1.5]])
+    rng = np.random.default_rng(5)
+    requested = np.arange(600) % 3
+    features = means[requested] + 0.5 * rng.normal(size=(600, 2))
+    estimate = epsilon_fairness(features, requested, repeats=2, subsamples=0, permutations=0, seed=0)
+    held = estimate.heldout
+    assert held.pair == estimate.pair == (1, 2)
+    assert held.predicted.shape == (2, 400) and set(np.unique(held.predicted)) <= {1, 2}
+    np.testing.assert_array_equal(requested[held.indices], held.requested)
+    assert held.statistic() == pytest.approx(estimate.statistic, abs=1e-12)
+    # Resampling positions recomputes the statistic on the resample, without refitting.
+    positions = np.random.default_rng(0).integers(0, 400, size=400)
+    positive = held.requested[positions] == 2
+    said = (held.predicted[:, positions] == 2).mean(0)
+    assert held.statistic(positions) == pytest.approx(said[positive].mean() - said[~positive].mean())
+
+
+def test_a_training_cap_still_predicts_every_sample_and_keeps_the_estimate():
+    samples, requested = variance_ratio(4.0).sample(600, seed=6)
+    full = epsilon_fairness(samples, requested, subsamples=0, permutations=0, seed=6)
+    capped = epsilon_fairness(samples, requested, subsamples=0, permutations=0, seed=6, max_train=200)
+    assert capped.heldout.predicted.shape == full.heldout.predicted.shape == (3, 1200)
+    assert abs(capped.value - variance_ratio(4.0).tv) <= TOLERANCE and abs(capped.value - full.value) <= 0.06
+
+
+def test_clopper_pearson_bound_is_scipy_s_exact_interval_ends():
+    from scipy.stats import binomtest
+
+    from fairbench.metrics.fairness import clopper_pearson_difference_bound
+
+    for hits_b, n_b, hits_a, n_a in [(70, 100, 30, 100), (0, 50, 0, 40), (50, 50, 50, 50), (13, 20, 2, 25)]:
+        alpha = 0.05
+        low = binomtest(hits_b, n_b).proportion_ci(1 - alpha, method="exact").low
+        high = binomtest(hits_a, n_a).proportion_ci(1 - alpha, method="exact").high
+        assert clopper_pearson_difference_bound(hits_b, n_b, hits_a, n_a, alpha) == pytest.approx(low - high, abs=1e-9)
+
+
+@pytest.mark.parametrize("case", [mean_shift(1.0), xor(1.5), variance_ratio(1.5, dim=64), identical()],
+                         ids=lambda case: case.name)
+def test_epsilon_lower_stays_below_the_exact_tv_and_sees_large_differences(case):
+    # A valid 95% lower bound misses in at most 5% of draws whatever the learner (the 64-dim
+    # case at 60 per group leaves the learners far from Bayes-optimal); more than 3 misses in 12
+    # draws would happen with probability below 0.003.
+    bounds = [epsilon_lower(*case.sample(60, seed), seed=seed).value for seed in range(12)]
+    assert sum(b > case.tv for b in bounds) <= 3, bounds
+    assert all(0.0 <= b <= 1.0 for b in bounds)
+    if case.tv > 0.5:  # power: a large difference at 500 per group gives a positive bound
+        estimate = epsilon_lower(*case.sample(500, 99), seed=99)
+        assert 0.0 < estimate.value <= case.tv and estimate.tpr - estimate.fpr > estimate.value
+
+
+def test_epsilon_lower_with_three_values_takes_the_largest_pair_under_a_union_bound():
+    means = np.array([[0.0, 0.0], [0.6, 0.0], [0.0, 3.0]])
+    rng = np.random.default_rng(3)
+    requested = np.arange(1500) % 3
+    features = means[requested] + 0.5 * rng.normal(size=(1500, 2))
+    bound = epsilon_lower(features, requested, seed=0)
+    tvs = {(a, b): _tv_isotropic(means[a], means[b], 0.5) for a, b in [(0, 1), (0, 2), (1, 2)]}
+    assert bound.pair in {(0, 2), (1, 2)} and 0.8 < bound.value <= tvs[bound.pair]
+
+
+@pytest.mark.slow
+def test_interval_coverage_where_logistic_regression_is_bayes_optimal():
+    # 40 draws of a mean shift at 250 per group: at the nominal 0.95 the coverage count is
+    # Binomial(40, 0.95), below 34 with probability about 0.005.
+    case = mean_shift(1.0)
+    hits = 0
+    for draw in range(40):
+        samples, requested = case.sample(250, 500 + draw)
+        low, high = epsilon_fairness(samples, requested, permutations=0, seed=draw).interval
+        hits += low <= case.tv <= high
+    assert hits >= 34, hits

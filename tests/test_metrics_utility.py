@@ -138,3 +138,17 @@ def test_large_images_are_area_averaged_to_at_most_16_per_side():
     assert values.shape == (2, 3 * 16 * 16)
     np.testing.assert_allclose(values[0, 0], x[0, 0, :4, :2].mean(), rtol=1e-12)
     assert sample_values(np.zeros((4, 1, 8, 8))).shape == (4, 64) and sample_values(np.zeros((5, 2))).shape == (5, 2)
+
+
+def test_a_capped_test_set_scores_a_uniform_subset_of_the_real_test_samples():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(400, 2))
+    labels = (train[:, 0] > 0).astype(int)
+    test = rng.normal(size=(3000, 2))
+    test_labels = (test[:, 0] > 0).astype(int)
+    sensitive = np.arange(3000) % 2
+    full = train_synthetic_test_real(train, labels, test, test_labels, sensitive)
+    capped = train_synthetic_test_real(train, labels, test, test_labels, sensitive, max_test=1000, seed=1)
+    keep = np.sort(np.random.default_rng(1).choice(3000, 1000, replace=False))
+    oracle = train_synthetic_test_real(train, labels, test[keep], test_labels[keep], sensitive[keep])
+    assert capped == oracle and abs(capped.accuracy - full.accuracy) < 0.03

@@ -12,7 +12,7 @@ from fairbench.cli import main
 from fairbench.metrics.known_truth import identical, mean_shift, mixture_weights, variance_ratio, xor
 from fairbench.report import ValidationSettings, metrics_validation_report
 
-TINY = ValidationSettings(sizes=(60,), draws=2)
+TINY = ValidationSettings(sizes=(60,), draws=2, coverage_sizes=(60,), coverage_draws=2)
 
 
 def _monte_carlo_tv(log_density_0, log_density_1, samples_0: np.ndarray) -> float:

@@ -1,9 +1,12 @@
-"""The published leaderboard page: one static, self-contained HTML file generated from records.
+"""The published leaderboard page: one static, self-contained HTML file rendered from a `Report`.
 
-``DIR/leaderboard.html`` holds, in this order: the sortable table (mean ± std over seeds and
-the metric's interval, the same numbers as ``leaderboard.csv``), the fairness-versus-quality
-plot (epsilon against FID, one point per method), the tau-search curves of the records that
-searched tau, the sample grids found in DIR, and the provenance of the records.
+``DIR/leaderboard.html`` holds, in this order: the headline table (the registry's headline
+metrics: mean ± std over seeds, the interval under it, rank-group letters beside it where the
+frame has them) with its definitions; fairness against quality and against cost, the
+non-dominated methods marked; one detail table per metric group (fairness, balance, bias
+inheritance, quality, utility, cost, search), each with its definitions; the tau-search curves
+of the records that searched tau; the sample grids found in the run's directory; the
+provenance of the records.
 
 Self-contained: no network, no external scripts, styles or fonts; plots (drawn by
 `fairbench.figures`, the one plotting stack) and sample grids are embedded as ``data:`` image
@@ -11,30 +14,31 @@ URIs. Sample grids are shown at their own pixel size, without smoothing. Every s
 and a Content-Security-Policy admits only the page's own script and style (by hash), so even
 text that slipped through could not run or load anything.
 
-Sorting: click a column header, or open the page with ``#sort=<column>`` (``#sort=-<column>``
-for descending), e.g. ``leaderboard.html#sort=epsilon``. Columns are the metric names, plus
-``method``, ``n_seeds`` and ``<metric>_ci_low`` / ``<metric>_ci_high`` for interval bounds.
-Empty cells sort last in both directions.
+Sorting: click a column header of any table, or open the page with ``#sort=<column>``
+(``#sort=-<column>`` for descending) to sort the headline table, e.g.
+``leaderboard.html#sort=epsilon``. Columns are ``method`` and the metric names. Empty cells
+sort last in both directions.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
+from collections.abc import Callable, Sequence
 
 from ..figures import grid_filename
-from ..leaderboard import leaderboard_frame
-from ..metrics import METRICS
-from ..records import atomic_write_text, read_records
-from .assets import SCRIPT, STYLE, csp_hash
+from ..report_model import COST_METRIC, QUALITY_METRIC, Column, Report
+from ..writers.cells import has_rank_groups
+from .assets import SCRIPT, STYLE, content_policy
 from .grids import grids_html
-from .plots import tau_curves_html, tradeoff_html, tradeoff_plots
+from .plots import pareto_html, tau_curves_html, tradeoff_plots
 from .table import escape, table_html
 
 HTML_NAME = "leaderboard.html"
 
-__all__ = ["HTML_NAME", "grid_filename", "render_html", "table_html", "tau_curves_html", "tradeoff_html", "write_html"]
+__all__ = ["HTML_NAME", "grid_filename", "page_html", "render_html", "pareto_html", "report_body", "table_html", "tau_curves_html",
+           "tradeoff_plots"]
+
+RANK_NOTE = ("Letters beside a value are its rank group: two methods that share a letter are not told apart by the "
+             "paired comparisons of that column.")
 
 
 def provenance_html(records: list[dict]) -> str:
@@ -57,68 +61,95 @@ def provenance_html(records: list[dict]) -> str:
     return f"<ul>{''.join(items)}</ul>"
 
 
-def legend_html(frame: pd.DataFrame) -> str:
-    names = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")]
-    items = [
-        f"<dt><code>{escape(n)}</code> ({escape(METRICS[n].direction)} is better)</dt><dd>{escape(METRICS[n].formula)}. "
-        f"<cite>{escape(METRICS[n].citation)}</cite></dd>"
-        if METRICS[n].direction != "none" else
-        f"<dt><code>{escape(n)}</code></dt><dd>{escape(METRICS[n].formula)}. <cite>{escape(METRICS[n].citation)}</cite></dd>"
-        for n in names if n in METRICS
-    ]
-    return f"<dl>{''.join(items)}</dl>"
+def definitions_html(columns: Sequence[Column]) -> str:
+    """The definition of each column's metric: formula, direction and citation."""
+    items, seen = [], set()
+    for column in columns:
+        info = column.info
+        if info is None or info.name in seen:
+            continue
+        seen.add(info.name)
+        better = f" ({escape(info.direction)} is better)" if info.direction != "none" else ""
+        cite = f" <cite>{escape(info.citation)}</cite>" if info.citation.strip("- ") else ""
+        items.append(f"<dt><code>{escape(info.name)}</code>{better}</dt><dd>{escape(info.formula)}.{cite}</dd>")
+    return f'<dl class="definitions">{"".join(items)}</dl>' if items else ""
 
 
-
-def render_html(records: list[dict], directory: Path | None = None) -> str:
-    """The whole page for `records`; `directory` is where sample grids are looked up."""
-    frame = leaderboard_frame(records)
-    labels = [str(label) for label in dict.fromkeys(r["label"] for r in records)]
-    benchmarks = ", ".join(escape(b) for b in dict.fromkeys(str(r["spec"].get("benchmark")) for r in records)) or "no records"
-    seeds = ", ".join(escape(s) for s in dict.fromkeys(r["spec"].get("seed") for r in records))
-    policy = (
-        f"default-src 'none'; script-src {csp_hash(SCRIPT)}; style-src {csp_hash(STYLE)}; "
-        "img-src data:; base-uri 'none'; form-action 'none'"
+def summary_html(report: Report) -> str:
+    s = report.summary
+    seeds = ", ".join(escape(seed) for seed in s.seeds)
+    return (
+        f'<p class="summary">Dataset: {escape(s.dataset)}; model: {escape(s.model)}; bias: {escape(s.bias)}; '
+        f"seeds: {seeds}; recorded: {escape(s.date)}; fairbench {escape(s.version)}. "
+        f"Generated from {s.n_records} records: mean ± std over seeds, under it the mean of each seed's interval "
+        "where the metric has one. Click a column header to sort (or open the page with <code>#sort=epsilon</code>; "
+        "<code>#sort=-epsilon</code> for descending).</p>"
     )
-    if records:
-        table = f'<div class="scroll">{table_html(frame)}</div>'
-    else:
-        table = "<p>No records.</p>"
+
+
+def details_html(report: Report, *, method_href: Callable[[str], str] | None = None) -> str:
+    out = []
+    for section in report.sections:
+        out.append(
+            f'<section class="group" id="group-{escape(section.group)}"><h3>{escape(section.title)}</h3>'
+            f'<p class="note">{escape(section.description[:1].upper() + section.description[1:])}.</p>'
+            f'<div class="scroll">{table_html(report, section.columns, table_id=f"details-{section.group}", method_href=method_href)}</div>'
+            f"{definitions_html(section.columns)}</section>"
+        )
+    return "".join(out) or "<p>No other columns.</p>"
+
+
+def report_body(report: Report, *, grids: str | None = None, level: int = 2,
+                method_href: Callable[[str], str] | None = None) -> str:
+    """The page's sections (headline, Pareto views, details, tau, grids, provenance); `grids`
+    replaces the sample grids looked up in the report's directory; `method_href` links the
+    methods' names in the tables."""
+    h = f"h{level}"
+    if not len(report.frame):
+        return "<p>No records.</p>"
+    labels = report.labels
+    rank = f'<p class="note">{escape(RANK_NOTE)}</p>' if has_rank_groups(list(report.columns.values())) else ""
+    return f"""{summary_html(report)}
+<{h} id="table">Headline</{h}>
+<div class="scroll">{table_html(report, report.headline, table_id="leaderboard", method_href=method_href)}</div>
+{rank}{definitions_html(report.headline)}
+<{h} id="tradeoff">Fairness against quality</{h}>
+<p class="note">Filled and joined: the non-dominated methods (no other method is at least as good on both axes and
+better on one; means). Bars: the interval, or ± std over seeds.</p>
+{tradeoff_plots(report, metric=QUALITY_METRIC)}
+<{h} id="tradeoff-cost">Fairness against cost</{h}>
+{tradeoff_plots(report, metric=COST_METRIC)}
+<{h} id="details">Details</{h}>
+{details_html(report, method_href=method_href)}
+<{h} id="tau">Tau search curves</{h}>
+{tau_curves_html(list(report.records))}
+<{h} id="samples">Sample grids</{h}>
+{grids if grids is not None else grids_html(labels, report.directory)}
+<{h} id="provenance">Provenance</{h}>
+{provenance_html(list(report.records))}"""
+
+
+def page_html(title: str, body: str, *, nav: str = "", images: str = "data:") -> str:
+    """A whole self-contained page: `title` and `body` (already escaped HTML), the pages' style and
+    script, a policy that admits only them and images from `images`."""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{policy}">
+<meta http-equiv="Content-Security-Policy" content="{content_policy(images=images)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Leaderboard: {benchmarks}</title>
+<title>{title}</title>
 <style>{STYLE}</style>
 </head>
 <body>
-<h1>Leaderboard: {benchmarks}</h1>
-<p>Generated by <code>fairbench leaderboard</code> from {len(records)} records (seeds {seeds}): mean ± std over
-seeds, and the mean of each seed's interval where the metric has one. Click a column header to sort
-(or open the page with <code>#sort=epsilon</code>; <code>#sort=-epsilon</code> for descending).</p>
-<h2 id="table">Table</h2>
-{table}
-<h2 id="tradeoff">Fairness against quality</h2>
-{tradeoff_plots(frame) if records else "<p>No records.</p>"}
-<h2 id="tau">Tau search curves</h2>
-{tau_curves_html(records)}
-<h2 id="samples">Sample grids</h2>
-{grids_html(labels, directory)}
-<h2 id="metrics">Metrics</h2>
-{legend_html(frame) if records else ""}
-<h2 id="provenance">Provenance</h2>
-{provenance_html(records)}
+{nav}<h1>{title}</h1>
+{body}
 <script>{SCRIPT}</script>
 </body>
 </html>
 """
 
 
-def write_html(directory: Path) -> Path:
-    """Write ``DIR/leaderboard.html`` from the records under DIR; return its path."""
-    directory = Path(directory)
-    path = directory / HTML_NAME
-    atomic_write_text(path, render_html(read_records(directory), directory))
-    return path
+def render_html(report: Report) -> str:
+    """The whole leaderboard page of `report`."""
+    return page_html(f"Leaderboard: {escape(report.summary.benchmark) if report.records else 'no records'}", report_body(report))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -34,12 +34,13 @@ def captions(data: bytes) -> tuple[str, list[str]]:
     return text.get("Title", ""), [line for line in text.get("Description", "").splitlines() if line.strip()]
 
 
-def grids_html(labels: Sequence[str], directory: Path | None) -> str:
+def grids_html(labels: Sequence[str], directory: Path | None, *, source: Callable[[str, bytes], str] | None = None) -> str:
     """Sample grids ``DIR/figures/<grid_filename(label)>``, embedded as data URIs when they are PNG files.
 
     Each is shown at the PNG's own pixel size (``width``/``height`` set, ``image-rendering:
     pixelated``) and captioned with the lines drawn above its bands (request, final value, judged
-    distribution), read from the PNG's text.
+    distribution), read from the PNG's text. `source(label, data)` gives the image's address
+    instead of a data URI (a site that copies the PNG files beside its pages).
     """
     figures = []
     if directory is not None:
@@ -51,7 +52,7 @@ def grids_html(labels: Sequence[str], directory: Path | None) -> str:
             size = png_size(data)
             if size is None:
                 continue  # only PNG is embedded; anything else under that name is not a grid
-            uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+            uri = source(label, data) if source else "data:image/png;base64," + base64.b64encode(data).decode("ascii")
             title, lines = captions(data)
             bands = "".join(f"<li>{escape(line)}</li>" for line in lines)
             figures.append(

@@ -7,78 +7,55 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import figures
-from ..leaderboard import _fmt, base_name
+from ..leaderboard import _fmt
+from ..report_model import FAIRNESS_METRIC, QUALITY_METRIC, ParetoView, Report, extent
 from .table import escape, is_number
-
-FAIRNESS_METRIC = "epsilon"
-QUALITY_METRIC = "fid"
 
 
 def embedded(figure, alt: str) -> str:
     return f'<img class="plot" src="{figures.svg_data_uri(figure)}" alt="{escape(alt)}">'
 
 
-def extent(row: pd.Series, name: str) -> figures.Extent | None:
-    """(mean, low, high) of a metric in a leaderboard row: its interval if recorded, else ± std."""
-    mean = row.get(f"{name}_mean")
-    if not is_number(mean):
-        return None
-    low, high = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
-    if is_number(low) and is_number(high):
-        return float(mean), float(low), float(high)
-    std = row.get(f"{name}_std")
-    std = float(std) if is_number(std) else 0.0
-    return float(mean), float(mean) - std, float(mean) + std
-
-
-def tradeoff_plots(frame: pd.DataFrame, *, fairness: str = FAIRNESS_METRIC, quality: str = QUALITY_METRIC) -> str:
-    """One fairness-versus-quality plot per feature extractor of the quality metric.
-
-    FIDs computed on different features are not comparable, so they never share a plot.
-    """
-    columns = [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean") and base_name(c[: -len("_mean")]) == quality]
-    if len(columns) <= 1:
-        return tradeoff_html(frame, fairness=fairness, quality=columns[0] if columns else quality)
-    return "".join(f"<h3>{escape(column)}</h3>" + tradeoff_html(frame, fairness=fairness, quality=column) for column in columns)
-
-
-def tradeoff_html(frame: pd.DataFrame, *, fairness: str = FAIRNESS_METRIC, quality: str = QUALITY_METRIC) -> str:
-    """Fairness (y) against quality (x), one numbered point per method with its interval (or ± std) as bars.
-
-    Methods without the quality metric are listed, never placed; with no quality metric at all
-    the page says so and shows fairness per method alone.
-    """
-    points, missing = [], []
-    for _, row in frame.iterrows():
-        y, x = extent(row, fairness), extent(row, quality)
-        if y is None:
-            continue
-        if x is None:
-            missing.append(str(row["method"]))
-        else:
-            points.append((str(row["method"]), x, y))
-    if not points and not missing:
-        return f"<p>No record has <code>{escape(fairness)}</code>; nothing to plot.</p>"
-    if not points:
-        note = (
-            f'<p class="note" id="no-quality">No record has <code>{escape(quality)}</code>, so this page cannot place the '
-            f"methods on a fairness-versus-quality plot; below is <code>{escape(fairness)}</code> per method alone "
-            "(quality is not measured in these records).</p>"
-        )
-        return note + strip_html(frame, fairness)
-    figure = figures.tradeoff_figure(points, fairness=fairness, quality=quality)
+def pareto_html(view: ParetoView) -> str:
+    """One Pareto view: `view.y` (fairness) against `view.x`, one numbered point per method with
+    its interval (or ± std) as bars, the non-dominated methods filled and joined by the front;
+    the legend names every point under its number and marks the non-dominated ones."""
+    if not view.points:
+        return f'<p class="note">No method has both <code>{escape(view.y.key)}</code> and <code>{escape(view.x.key)}</code>.</p>'
+    figure = figures.tradeoff_figure(view.points, fairness=view.y.key, quality=view.x.key, front=view.front)
     items = "".join(
-        f'<li data-method="{escape(label)}">{escape(label)}: {escape(quality)} {escape(_fmt(x[0]))}, '
-        f"{escape(fairness)} {escape(_fmt(y[0]))}</li>"
-        for label, x, y in points
+        f'<li data-method="{escape(label)}" data-pareto="{str(label in view.front).lower()}">{escape(label)}: '
+        f"{escape(view.x.key)} {escape(_fmt(x[0]))}, {escape(view.y.key)} {escape(_fmt(y[0]))}"
+        + (' <strong class="pareto">non-dominated</strong>' if label in view.front else "") + "</li>"
+        for label, x, y in view.points
     )
+    alt = f"{view.y.key} against {view.x.key}, one numbered point per method, the non-dominated ones filled"
     out = (
-        f'<figure class="tradeoff">{embedded(figure, f"{fairness} against {quality}, one numbered point per method")}'
+        f'<figure class="tradeoff" data-x="{escape(view.x.key)}">{embedded(figure, alt)}'
         f'<figcaption><ol class="legend">{items}</ol></figcaption></figure>'
     )
-    if missing:
-        out += f'<p class="note">Without <code>{escape(quality)}</code> (not plotted): ' + ", ".join(escape(m) for m in missing) + ".</p>"
+    if view.missing:
+        out += (f'<p class="note">Without <code>{escape(view.x.key)}</code> (not plotted): '
+                + ", ".join(escape(m) for m in view.missing) + ".</p>")
     return out
+
+
+def tradeoff_plots(report: Report, *, metric: str = QUALITY_METRIC) -> str:
+    """The Pareto views of fairness against `metric` (one per column of it: FIDs on different
+    features never share a plot); without any, says so and shows fairness per method alone."""
+    views = [v for v in report.pareto if v.x.metric == metric]
+    if not views:
+        if FAIRNESS_METRIC not in report.columns:
+            return f"<p>No record has <code>{escape(FAIRNESS_METRIC)}</code>; nothing to plot.</p>"
+        note = (
+            f'<p class="note" id="no-{"quality" if metric == QUALITY_METRIC else "cost"}">No record has <code>{escape(metric)}</code>, so this page cannot place '
+            f"the methods on a fairness-versus-{escape(metric)} plot; below is <code>{escape(FAIRNESS_METRIC)}</code> per "
+            "method alone.</p>"
+        )
+        return note + strip_html(report.frame, FAIRNESS_METRIC)
+    if len(views) == 1:
+        return pareto_html(views[0])
+    return "".join(f"<h3>{escape(v.x.key)}</h3>" + pareto_html(v) for v in views)
 
 
 def strip_html(frame: pd.DataFrame, name: str) -> str:

@@ -1,19 +1,22 @@
-"""The page's sortable table: one row per method, the same numbers as ``leaderboard.csv``.
+"""The page's sortable tables: the headline table and one detail table per metric group.
 
-Each cell carries its full-precision value in ``data-value`` (what the page's script sorts
-by) and shows the mean ± std over seeds; interval bounds are columns of their own.
+A cell shows ``mean ± std`` over seeds, the metric's interval under it where recorded, and the
+rank-group letters beside it where the frame has them; it carries the full-precision mean in
+``data-value`` (what the page's script sorts by).
 """
 
 from __future__ import annotations
 
 import html
-import math
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from ..leaderboard import _fmt
-from ..metrics import METRICS
+from ..report_model import Column, Report, is_number
+from ..writers.cells import ARROWS, interval, rank_letters, spread
+
+__all__ = ["escape", "is_number", "table_html", "header_html"]
 
 
 def escape(value: object) -> str:
@@ -21,63 +24,51 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+def breakable(text: str) -> str:
+    """Escaped `text` that may wrap after ``_``, ``@``, ``:`` and ``(`` (long metric names and labels)."""
+    return re.sub(r"(_|@|:|\(|,)", r"\1<wbr>", escape(text))
 
 
-@dataclass(frozen=True)
-class Column:
-    key: str  # what `#sort=` names
-    title: str
-    kind: str  # "text" or "number"
-    note: str = ""  # hover text: the metric's formula
+def header_html(column: Column) -> str:
+    note = column.info.formula if column.info else ""
+    return (
+        f'<th scope="col" data-key="{escape(column.key)}" data-type="number" aria-sort="none" title="{escape(note)}">'
+        f'<button type="button">{breakable(column.key)}{escape(ARROWS.get(column.direction, ""))}</button></th>'
+    )
 
 
-def table_columns(frame: pd.DataFrame) -> list[Column]:
-    columns = [Column("method", "method", "text"), Column("n_seeds", "seeds", "number", "records averaged")]
-    for name in [c[: -len("_mean")] for c in frame.columns if c.endswith("_mean")]:
-        info = METRICS.get(name)
-        arrow = {"lower": " ↓", "higher": " ↑"}.get(info.direction, "") if info else ""
-        columns.append(Column(name, name + arrow, "number", info.formula if info else ""))
-        if f"{name}_ci_low" in frame.columns:
-            columns.append(Column(f"{name}_ci_low", f"{name} interval low", "number", f"lower end of {info.interval}, mean over seeds"))
-            columns.append(Column(f"{name}_ci_high", f"{name} interval high", "number", f"upper end of {info.interval}, mean over seeds"))
-    return columns
+def cell_html(row: pd.Series, column: Column) -> str:
+    mean = row.get(f"{column.key}_mean")
+    if not is_number(mean):
+        return '<td data-value=""></td>'
+    body = escape(spread(row, column))
+    bounds = interval(row, column)
+    if bounds:
+        body += f'<span class="ci">{escape(bounds)}</span>'
+    letters = rank_letters(row, column)
+    if letters:
+        body += f' <span class="rank" title="rank group">{escape(letters)}</span>'
+    return f'<td data-value="{escape(repr(float(mean)))}">{body}</td>'
 
 
-def _cell(row: pd.Series, column: Column) -> tuple[str, str]:
-    """(text shown, sort value) of one cell; the sort value keeps full precision."""
-    if column.key == "method":
-        return str(row["method"]), str(row["method"])
-    if column.key == "n_seeds":
-        return str(int(row["n_seeds"])), str(int(row["n_seeds"]))
-    key = column.key if column.key.endswith(("_ci_low", "_ci_high")) else f"{column.key}_mean"
-    value = row.get(key)
-    if not is_number(value):
-        return "", ""
-    text = _fmt(value)
-    std = row.get(f"{column.key}_std")
-    if key.endswith("_mean") and row["n_seeds"] > 1 and is_number(std):
-        text += f" ± {_fmt(std)}"
-    return text, repr(float(value))
-
-
-def table_html(frame: pd.DataFrame) -> str:
-    columns = table_columns(frame)
-    head = "".join(
-        f'<th scope="col" data-key="{escape(c.key)}" data-type="{c.kind}" aria-sort="none" title="{escape(c.note)}">'
-        f'<button type="button">{escape(c.title)}</button></th>'
-        for c in columns
+def table_html(report: Report, columns: Sequence[Column], *, table_id: str, caption: str = "",
+               frame: pd.DataFrame | None = None, method_href: Callable[[str], str] | None = None) -> str:
+    """`columns` of `frame` (default: the report's) as a sortable table; `method_href` links each
+    method's name (to its page on a site)."""
+    frame = report.frame if frame is None else frame
+    head = (
+        '<th scope="col" data-key="method" data-type="text" aria-sort="none"><button type="button">method</button></th>'
+        + "".join(header_html(c) for c in columns)
     )
     rows = []
     for order, (_, row) in enumerate(frame.iterrows()):
-        cells = []
-        for column in columns:
-            text, value = _cell(row, column)
-            tag = "th scope=\"row\"" if column.key == "method" else "td"
-            cells.append(f'<{tag} data-value="{escape(value)}">{escape(text)}</{tag.split()[0]}>')
-        rows.append(f'<tr data-order="{order}">{"".join(cells)}</tr>')
+        label = str(row["method"])
+        name = breakable(label) if method_href is None else f'<a href="{escape(method_href(label))}">{breakable(label)}</a>'
+        cells = f'<th scope="row" data-value="{escape(label)}">{name}</th>'
+        cells += "".join(cell_html(row, c) for c in columns)
+        rows.append(f'<tr data-order="{order}">{cells}</tr>')
+    caption_html = f"<caption>{escape(caption)}</caption>" if caption else ""
     return (
-        '<table id="leaderboard" data-sorted="">'
+        f'<table id="{escape(table_id)}" class="sortable" data-sorted="">{caption_html}'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )

@@ -47,6 +47,7 @@ def epsilon_by_attribute(axes, spaces: Mapping[str, np.ndarray], requested, *, o
             learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
             subsamples=options.epsilon_subsamples, permutations=options.epsilon_permutations,
             confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
+            max_train=options.epsilon_max_train,
         )
         out["epsilon_by_attribute"][name] = estimate.value
         out["epsilon_ci_by_attribute"][name] = list(estimate.interval)

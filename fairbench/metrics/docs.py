@@ -78,8 +78,10 @@ find a good classifier without spending the samples that score it.
 
 **Estimate** (`fairbench.metrics.fairness.epsilon_fairness`). For each pair of requested values:
 - the panel is every (learner, feature space) pair. Learners: logistic regression (Bayes-optimal for
-  Gaussians of equal covariance) and an RBF-kernel SVM (universal: differences in spread, modes,
-  XOR-like structure); k-NN and histogram gradient boosting are registered (`[metrics]
+  Gaussians of equal covariance) and `kernel_rbf`, the RBF kernel of an SVM (gamma = 1/d on
+  standardised features; universal: differences in spread, modes, XOR-like structure) approximated
+  by Nystroem features on 100 random landmarks, with a logistic regression on them; the exact
+  RBF-kernel SVM (`svm_rbf`), k-NN and histogram gradient boosting are registered (`[metrics]
   epsilon_learners`). Feature spaces: the setup's features (a judge's penultimate layer for images,
   the samples themselves otherwise) and, when a sample has at most 256 values (an 8x8 digit has 64),
   the raw values too. A judge's features are trained for the judge's task and can be blind to the
@@ -94,22 +96,53 @@ find a good classifier without spending the samples that score it.
 - `epsilon = clip(mean_r (2 BA_r - 1), 0, 1)` over 3 fold splits r; for k > 2 the largest pair.
 - `epsilon_learner`, `epsilon_feature_space`: the (learner, space) chosen most often over the
   3 x 5 (split, fold) units.
+- each fit sees at most 10,000 samples (`[metrics] epsilon_max_train`; a stratified random subset
+  of its training folds above that), and every sample is still held out and predicted.
+- the held-out predictions of the reported pair are in the result: `estimate.heldout`
+  (`HeldOutPredictions`: `indices` into the arrays passed in, `requested`, `predicted[r, j]` the
+  out-of-fold predicted requested value of sample `indices[j]` in fold split r, and
+  `statistic(positions)`, the unclipped estimate on any resample of positions, without refitting).
 
-**Interval** (`epsilon_ci`): two estimates of the estimator's variability, each side taking the
-wider. (1) Test samples: a percentile bootstrap of the held-out predictions (resampled within each
-group, averaged over the splits), widened in quadrature by `z s`, `s` the standard deviation of
-`2 BA_r - 1` over the splits. (2) Refitting: the whole estimate (nested selection included) is rerun
-on 8 stratified half-samples drawn without replacement (a bootstrap's duplicates would leak across
-folds), and their standard deviation over sqrt(2) (variance falling as 1/n) gives `sd`; the side is
-`z sd`. Clipped to [0, 1]; it always contains the estimate. Measured (`docs/metrics-validation.md`):
-at 500 samples per group the interval covers the exact TV in 75-92% of 12 draws on the 2-dim
-cases, below the nominal 95% even for a mean shift, where logistic regression is Bayes-optimal; the
-estimate's spread over independent draws exceeds what both (1) and (2) estimate, most likely from
-the per-fold choice between learners. Read it as roughly an 80-90% interval at that size. The interval describes the estimator's variability, not the gap between
-the best learner at this n and the Bayes classifier: where that gap is large the interval can sit
-below the exact TV (`docs/metrics-validation.md` measures its coverage of the exact TV). It does not
-include the variation between two trainings of the generator; `fairbench check` accounts for that
-separately (`training_spread`).
+**Why this estimator, by measurement.** The exact RBF SVM of the earlier panel is fitted on every
+fold, repeat and half-sample with no bound on its training size: O(n^2) to O(n^3), 87.7 s at 16,000
+2-dim samples and hours at 50,000. Its Nystroem approximation costs O(n m d) with m = 100 landmarks:
+on the known-truth cases at 500 per group (5-fold cross-fitted `2 BA - 1`; Nystroem: mean of 3
+draws, exact SVM: mean of 4) it matches the exact SVM (variance ratio 4: 0.465 vs 0.464; mixture
+weights 0.294 vs 0.296; XOR 0.740 vs 0.740; 64-dim variance ratio 0.729 vs 0.709), with 100, 200
+and 300 landmarks giving the same values within 0.01, so the cheapest is kept. The training cap bounds each
+fit; predictions stay linear in n. The validation report (`docs/metrics-validation.md`) shows every
+known-truth row with it. Costs: `benchmarks/scaling.py`.
+
+**Interval** (`epsilon_ci`). What it covers: the expected held-out `2 BA - 1` of this procedure
+(panel, nested selection, fits) at this number of samples, a quantity at most TV. Where a panel
+learner is Bayes-optimal it equals TV up to that learner's O(1/n) excess error, so there it covers
+the exact TV; elsewhere it sits below TV by the learner's excess error and can miss it (the bound
+that holds for any learner is `epsilon_lower`). How: the whole estimate (nested selection included)
+is rerun on 8 stratified half-samples drawn without replacement (a bootstrap's duplicates would
+leak across folds), and `sd` is the standard deviation of their estimates, as it is: a half of a
+finite sample, drawn without replacement, varies about the whole as much as an independent sample
+of the whole size varies (finite-population correction `1 - m/n = 1/2`; balanced half-samples,
+McCarthy 1969), so test-sample, fold-split and refitting variability are all in it. The interval
+is `e -+ t_7(0.975) sd` (Student's t with 7 degrees of freedom, since sd comes from 8 values),
+clipped to [0, 1]; it always contains the estimate. The earlier interval divided `sd` by sqrt(2)
+(treating the halves as independent samples of half the size) and mixed it with a bootstrap of the
+held-out predictions, which ignores refitting; it covered the exact TV in 75-92% of draws at 500 per
+group. Measured coverage now: the coverage table of `docs/metrics-validation.md` (250, 500, 1000 and
+2000 per group; the draws per row are in the table). With `epsilon_subsamples = 0` the interval is the cheaper normal
+`e -+ z sqrt(v + w)` (held-out test-sample and fold-split variances only), which is conservative
+for learners that adapt to their sample (their threshold follows the sample's own fluctuation) and
+ignores refitting. Neither includes the variation between two trainings of the generator;
+`fairbench check` accounts for that separately (`training_spread`).
+
+**Lower bound** (`epsilon_lower`): a one-sided 95% lower confidence bound on TV valid for any
+learner and any n. For each pair, a stratified random half of its samples chooses a panel member
+(3-fold cross-fitted balanced accuracy, within that half) and fits it; the fitted classifier g then
+predicts the other half, where, given the first half, `#{g = b | b} ~ Bin(n_b, TPR)` and
+`#{g = b | a} ~ Bin(n_a, FPR)` independently and `TPR - FPR <= TV`. The bound is the exact
+Clopper-Pearson lower bound of TPR minus the upper bound of FPR, each at `1 - alpha/2` (Bonferroni),
+`alpha = 0.05` divided by the number of pairs (a union bound for the maximum over pairs), clipped at
+0. A weak learner makes it low, never invalid; it is looser than `epsilon` (half the samples score,
+half train). Its coverage on every known-truth case is in `docs/metrics-validation.md`.
 
 **p-value** (`epsilon_p_value`): null "the requested groups have one distribution"; the statistic is
 the unclipped mean `2 BA - 1`, compared with 1000 permutations of the requested labels against the
@@ -130,9 +163,11 @@ under epsilon by construction and keeps the training bias).
   samples (a 50/50 split would double the variance) and stays a lower bound.
 - The panel is searched per fold, so the estimate is the held-out score of the per-fold choice, not
   the best candidate's own score: the latter has seen its scoring folds and is biased upward.
-- Averaged over 3 fold splits before clipping: the split is arbitrary. Refitting variability comes
-  from 8 refitted half-samples rather than refits inside each of 1000 bootstrap draws (125 times
-  cheaper, and free of the duplicates that make a bootstrap sample leak across folds).
+- Averaged over 3 fold splits before clipping: the split is arbitrary. The interval comes from 8
+  refitted half-samples rather than refits inside each of 1000 bootstrap draws (125 times cheaper,
+  and free of the duplicates that make a bootstrap sample leak across folds).
+- The kernel learner is a Nystroem approximation of the RBF kernel rather than an exact SVM, and a
+  fit sees at most 10,000 samples: linear cost in n (see "Why this estimator").
 - The permutation test does not refit. Refitting under 1000 permutations would cost 1000 estimates.
   Within a fold, the held-out predictions are independent of that fold's labels under the null; a
   global permutation adds the between-fold variation of the fitted models to the null, so the test
@@ -142,9 +177,9 @@ under epsilon by construction and keeps the training bias).
   pixels show.
 - For k > 2 the p-value of the maximising pair is multiplied by the number of pairs (Bonferroni).
 
-**Cost** (`python benchmarks/epsilon_cost.py`, CPU seconds of one estimate, one thread): 500 vs 500
-samples with judge (128) and raw (64) spaces, the digits default, 3.7 s; 1000 vs 1000 of 64 dims, one
-space, 3.7 s (10.2 s with a second, 128-dim space); 2000 vs 2000 of a 2-dim Gaussian, 8.1 s.
+**Cost**: `python benchmarks/scaling.py` (seconds per measured job and per epsilon estimate at 1k
+to 64k samples of 2, 64 and 512 dims; numbers in `benchmarks/README.md`) and
+`python benchmarks/epsilon_cost.py` (CPU seconds at the benchmarks' sizes).
 `epsilon_linear` (the earlier estimator: one logistic regression on the setup's features, interval
 without refitting) costs about 0.03 s and is recorded beside it, so old and new columns can be
 compared.
@@ -188,16 +223,17 @@ def metrics_markdown() -> str:
         "Generated from `fairbench.metrics.METRICS` by `python -m fairbench.metrics.docs`; do not edit by hand.",
         "Each name is a key of a record's `metrics`. Metrics keyed by another field (e.g. `fid` by",
         "`fid_features`) are only compared between records that agree on it; leaderboards give each",
-        "value its own column (`fid@raw`, `fid@inception-v3`).",
+        "value its own column (`fid@raw`, `fid@inception-v3`). `group` is the leaderboard table that shows",
+        "it (headline: also in the first table).",
         "",
-        "| metric | formula | better | interval | keyed by | citation | cannot see |",
-        "|---|---|---|---|---|---|---|",
+        "| metric | group | formula | better | interval | keyed by | citation | cannot see |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for info in METRICS.values():
         interval = f"`{info.interval}`: {info.interval_method}" if info.interval else "-"
         keyed = f"`{info.keyed_by}`" if info.keyed_by else "-"
         lines.append(
-            f"| `{info.name}` | {_cell(info.formula)} | {BETTER[info.direction]} | {_cell(interval)} | {keyed} | {_cell(info.citation)} | {_cell(info.blind_spot) or '-'} |"
+            f"| `{info.name}` | {info.group or '-'}{', headline' if info.headline else ''} | {_cell(info.formula)} | {BETTER[info.direction]} | {_cell(interval)} | {keyed} | {_cell(info.citation)} | {_cell(info.blind_spot) or '-'} |"
         )
     return "\n".join(lines) + "\n" + "".join("\n" + note() for note in NOTES)
 

@@ -22,7 +22,8 @@ the number would mostly measure the sample size. KID is unbiased at any size and
 for every group with at least 2 images on each side. Without real labels every group is
 compared with all real data, and ``quality_groups`` says so.
 
-KID keeps the features (``[N, D]``) since it resamples subsets; FID keeps only D x D sums.
+FID keeps only D x D sums (per set and per group); KID keeps at most ``KID_MAX_ROWS`` rows per set
+and per group, drawn uniformly, since it resamples subsets.
 """
 
 from __future__ import annotations
@@ -143,29 +144,97 @@ def _fid_or_reason(dim: int, n_generated: int, n_real: int) -> str | None:
     return None
 
 
-def _quality_clean_fid(generated, real, extractor, groups, *, kid_subsets, kid_subset_size, seed):
-    real_stats, real_features = FeatureStats(), []
-    for features in extractor.batches(real):
-        real_stats.update(features)
-        real_features.append(features.numpy())
-    all_stats, generated_features = FeatureStats(), []
-    for features in extractor.batches(generated):
-        all_stats.update(features)
-        generated_features.append(features.numpy())
-    fg, fr = np.concatenate(generated_features), np.concatenate(real_features)
+KID_MAX_ROWS = 10_000  # rows of each set (and of each group) KID keeps: memory flat in the number of samples
+
+
+def _kept_rows(n: int, cap: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``min(n, cap)`` rows drawn uniformly without replacement (all of them when n <= cap)."""
+    if n <= cap:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+
+
+class _StreamedSide:
+    """One side (generated or real) of the quality metrics, filled batch by batch: FeatureStats of all
+    rows and of each group, and the features of the rows KID keeps (`KID_MAX_ROWS` per set and
+    per group, drawn uniformly: a uniform subset of a uniform subset is a uniform subset, so every
+    KID subset is still drawn uniformly from the whole set)."""
+
+    def __init__(self, n: int, groups: dict[str, np.ndarray], cap: int, seed: int):
+        self.all = FeatureStats()
+        self.group_of = {name: np.isin(np.arange(n), rows) for name, rows in groups.items()}
+        self.by_group = {name: FeatureStats() for name in groups}
+        self.kept = {None: _kept_rows(n, cap, seed)}
+        for j, (name, rows) in enumerate(groups.items()):
+            self.kept[name] = rows[_kept_rows(len(rows), cap, seed + 1 + j)]
+        union = np.unique(np.concatenate(list(self.kept.values())))
+        self._union = union
+        self._wanted = np.zeros(n, dtype=bool)
+        self._wanted[union] = True
+        self._rows = np.empty((len(union), 0))
+        self._start = 0
+
+    def update(self, features: torch.Tensor) -> None:
+        x = features.numpy()
+        stop = self._start + len(x)
+        self.all.update(x)
+        for name, member in self.group_of.items():
+            inside = member[self._start:stop]
+            if inside.any():
+                self.by_group[name].update(x[inside])
+        wanted = self._wanted[self._start:stop]
+        if self._rows.shape[1] != x.shape[1]:
+            self._rows = np.empty((len(self._union), x.shape[1]))
+        if wanted.any():
+            self._rows[np.searchsorted(self._union, np.flatnonzero(wanted) + self._start)] = x[wanted]
+        self._start = stop
+
+    def kid_rows(self, name=None) -> np.ndarray:
+        return self._rows[np.searchsorted(self._union, self.kept[name])]
+
+    @property
+    def dim(self) -> int:
+        return self._rows.shape[1]
+
+
+def _feature_batches(samples, extractor, features: np.ndarray | None):
+    if features is None:
+        yield from extractor.batches(samples)
+        return
+    for lo in range(0, len(features), extractor.batch_size):
+        yield torch.from_numpy(np.asarray(features[lo : lo + extractor.batch_size], dtype=np.float64))
+
+
+def _quality_clean_fid(generated, real, extractor, groups, *, kid_subsets, kid_subset_size, seed,
+                       generated_features=None, kid_max_rows=KID_MAX_ROWS):
+    gen = _StreamedSide(len(generated), {name: gi for name, (gi, _) in groups.items()}, kid_max_rows, seed + 11)
+    ref = _StreamedSide(len(real), {name: ri for name, (_, ri) in groups.items()}, kid_max_rows, seed + 13)
+    for features in _feature_batches(real, extractor, None):
+        ref.update(features)
+    for features in _feature_batches(generated, extractor, generated_features):
+        gen.update(features)
+    dim = gen.dim
     by_group = {
-        name: frechet_distance(FeatureStats.of(fg[gi]), FeatureStats.of(fr[ri]))
-        if _fid_or_reason(fg.shape[1], len(gi), len(ri)) is None else None
+        name: frechet_distance(gen.by_group[name], ref.by_group[name])
+        if _fid_or_reason(dim, len(gi), len(ri)) is None else None
         for name, (gi, ri) in groups.items()
     }
+    kid = {
+        name: kernel_distance(gen.kid_rows(name), ref.kid_rows(name), subsets=kid_subsets,
+                              subset_size=kid_subset_size, seed=seed)
+        for name, (gi, ri) in groups.items() if len(ri) >= 2
+    }
     return {
-        "fid": frechet_distance(all_stats, real_stats),
+        "fid": frechet_distance(gen.all, ref.all),
         "fid_by_group": by_group,
-        "kid": kernel_distance(fg, fr, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed),
-    }, fg, fr
+        "kid": kernel_distance(gen.kid_rows(), ref.kid_rows(), subsets=kid_subsets, subset_size=kid_subset_size,
+                               seed=seed),
+        "kid_by_group": kid,
+    }, dim
 
 
-def _quality_torchmetrics(generated, real, extractor, groups, *, kid_subsets, kid_subset_size, seed):
+def _quality_torchmetrics(generated, real, extractor, groups, *, kid_subsets, kid_subset_size, seed,
+                          generated_features=None, kid_max_rows=KID_MAX_ROWS):
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -201,11 +270,16 @@ def _quality_torchmetrics(generated, real, extractor, groups, *, kid_subsets, ki
     with torch.random.fork_rng(devices=[]):  # KID's subsets come from torch's global generator
         torch.manual_seed(seed)
         kid_mean, _ = kid_metric.compute()
+    fg, fr = extractor(generated).numpy(), extractor(real).numpy()
     return {
         "fid": fid_of(np.arange(len(generated))),
         "fid_by_group": {name: group_fid(gi, ri) for name, (gi, ri) in groups.items()},
         "kid": float(kid_mean),
-    }, extractor(generated).numpy(), extractor(real).numpy()
+        "kid_by_group": {
+            name: kernel_distance(fg[gi], fr[ri], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
+            for name, (gi, ri) in groups.items() if len(ri) >= 2
+        },
+    }, dim
 
 
 QUALITY_BACKENDS = {"clean-fid": _quality_clean_fid, "torchmetrics": _quality_torchmetrics}
@@ -224,13 +298,21 @@ def quality_metrics(
     seed: int = 0,
     carried=None,
     real_labels=None,
+    generated_features: np.ndarray | None = None,
+    kid_max_rows: int = KID_MAX_ROWS,
 ) -> dict:
     """``fid``, ``kid``, ``fid_features`` and per group ``fid_by_group``, ``kid_by_group``, ``quality_groups``.
 
     `generated` and `real` are samples in the same space; `extractor` maps both to features.
     `carried`: the sensitive value each generated sample is meant to carry (default:
     `requested`); `real_labels`: the sensitive value of each real image. Groups are keyed by
-    the carried value's name.
+    the carried value's name. `generated_features`: `extractor`'s features of `generated`, when the
+    caller has them already (the clean-fid backend then does not extract them again).
+
+    Memory is flat in the number of samples with the clean-fid backend: FID keeps D x D sums per
+    set and group; KID keeps at most `kid_max_rows` rows per set and per group, drawn uniformly
+    (each KID subset is then still a uniform subset of the whole set, so KID's expectation is
+    unchanged; with at most `kid_max_rows` rows it is the computation on all rows).
     """
     compute = lookup(QUALITY_BACKENDS, backend, "FID backend")
     if len(generated) < 2 or len(real) < 2:
@@ -241,18 +323,14 @@ def quality_metrics(
     carried = np.asarray(requested if carried is None else carried)
     real_labels = None if real_labels is None else np.asarray(real_labels)
     groups = _groups(carried, real_labels, list(value_names), len(real))
-    out, fg, fr = compute(generated, real, extractor, groups,
-                          kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, seed=seed)
-    out["kid_by_group"] = {
-        name: kernel_distance(fg[gi], fr[ri], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
-        for name, (gi, ri) in groups.items() if len(ri) >= 2
-    }
+    out, dim = compute(generated, real, extractor, groups, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                       seed=seed, generated_features=generated_features, kid_max_rows=kid_max_rows)
     out["quality_groups"] = {
         name: {
             "generated": f"samples meant to carry {name!r} ({grouped_by} value)",
             "real": f"real images of {name!r}" if real_labels is not None else "all real images (no real labels)",
             "n_generated": int(len(gi)), "n_real": int(len(ri)),
-            **({"fid": reason} if (reason := _fid_or_reason(fg.shape[1], len(gi), len(ri))) else {}),
+            **({"fid": reason} if (reason := _fid_or_reason(dim, len(gi), len(ri))) else {}),
         }
         for name, (gi, ri) in groups.items()
     }

@@ -1,7 +1,7 @@
 """One entry point for the measurements of a run: `evaluate` computes whatever the setup allows.
 
 - always: ``epsilon``, ``epsilon_ci``, ``epsilon_p_value``, ``epsilon_learner``,
-  ``epsilon_feature_space`` (feature spaces: ``Setup.features`` and, when low-dimensional, the
+  ``epsilon_feature_space``, ``epsilon_lower`` (feature spaces: ``Setup.features`` and, when low-dimensional, the
   raw sample values) and ``epsilon_linear``, ``epsilon_linear_ci`` (``Setup.features`` only);
 - with ``Setup.judge``: ``fd``, ``kl_uniform`` (worst requested group), ``fd_worst_group``,
   ``fd_pooled``, ``kl_uniform_pooled``, ``judged_distribution``; with ``Setup.real`` too, the
@@ -29,7 +29,6 @@ around sampling by the runner (`fairbench.metrics.cost`).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,9 +37,10 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..progress import progress
+from ..tables import positive
 from .axes import balance_by_attribute, epsilon_by_attribute
 from .balance import balance_metrics, confusion_matrix, per_class_accuracy
-from .fairness import DEFAULT_LEARNERS, LEARNERS, epsilon_fairness, epsilon_linear, raw_space_helps
+from .fairness import DEFAULT_LEARNERS, LEARNERS, MAX_TRAIN, epsilon_fairness, epsilon_linear, epsilon_lower, raw_space_helps
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
 from .quality import QUALITY_BACKENDS, quality_metrics
 from .inheritance import inheritance_metrics, real_target_gap
@@ -64,7 +64,8 @@ class SuiteOptions:
     epsilon_folds: int = 5
     epsilon_learners: tuple[str, ...] = DEFAULT_LEARNERS
     epsilon_repeats: int = 3
-    epsilon_subsamples: int = 8
+    epsilon_subsamples: int = 0
+    epsilon_max_train: int = MAX_TRAIN
     epsilon_permutations: int = 1000
     confidence: float = 0.95
     bootstrap: int = 1000
@@ -78,26 +79,30 @@ class SuiteOptions:
     balance_target: tuple[float, ...] | None = None
 
     @classmethod
-    def from_config(cls, config: Any = None) -> "SuiteOptions":
-        """Every field of this class that `config` (e.g. a `MetricsSpec`) has; defaults for the rest."""
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+    def from_config(cls, config: "SuiteOptions | None" = None) -> "SuiteOptions":
+        """The ``[metrics]`` settings of a run, defaults when none are given."""
+        return cls() if config is None else config
 
     def validate(self, where: str = "metrics") -> None:
+        """Every check on ``[metrics]`` settings, with the config location in each message."""
         lookup({name: name for name in FID_FEATURES}, self.fid_features, f"{where}.fid_features value")
         lookup(QUALITY_BACKENDS, self.fid_backend, f"{where}.fid_backend value")
         lookup({name: name for name in UTILITY_TARGETS}, self.utility_target, f"{where}.utility_target value")
         for name in self.epsilon_learners:
             lookup(LEARNERS, name, f"{where}.epsilon_learners value")
-        for name in ("kid_subsets", "feature_batch_size"):
-            if getattr(self, name) < 1:
-                raise FairbenchError(f"{where}.{name} must be positive, got {getattr(self, name)}")
+        for name in ("kid_subsets", "feature_batch_size", "epsilon_repeats", "bootstrap"):
+            positive(getattr(self, name), f"{where}.{name}")
+        if self.epsilon_max_train < 2 * self.epsilon_folds:
+            raise FairbenchError(f"{where}.epsilon_max_train must be at least twice epsilon_folds, got {self.epsilon_max_train}")
         if self.kid_subset_size < 2:
             raise FairbenchError(f"{where}.kid_subset_size must be at least 2, got {self.kid_subset_size}")
+        if self.epsilon_folds < 3:
+            raise FairbenchError(f"{where}.epsilon_folds must be at least 3, got {self.epsilon_folds}")
+        for name in ("epsilon_subsamples", "epsilon_permutations"):
+            if getattr(self, name) < 0:
+                raise FairbenchError(f"{where}.{name} must be non-negative, got {getattr(self, name)}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise FairbenchError(f"{where}.confidence must be in [0.5, 1), got {self.confidence}")
 
 
 def setup_features(setup, *, device: str | torch.device = "cpu", batch_size: int = 256) -> FeatureExtractor:
@@ -160,7 +165,10 @@ def evaluate(
         learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
         subsamples=options.epsilon_subsamples,
         permutations=options.epsilon_permutations, confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
+        max_train=options.epsilon_max_train,
     )
+    lower = epsilon_lower(spaces, requested, learners=tuple(options.epsilon_learners), confidence=options.confidence,
+                          seed=seed, max_train=options.epsilon_max_train)
     linear = epsilon_linear(
         sample_features, requested, folds=options.epsilon_folds, confidence=options.confidence,
         bootstrap=options.bootstrap, seed=seed,
@@ -168,6 +176,7 @@ def evaluate(
     metrics: dict[str, Any] = {
         "epsilon": estimate.value, "epsilon_ci": list(estimate.interval), "epsilon_p_value": estimate.p_value,
         "epsilon_learner": estimate.learner, "epsilon_feature_space": estimate.feature_space,
+        "epsilon_lower": lower.value,
         "epsilon_linear": linear.value, "epsilon_linear_ci": list(linear.interval),
     }
     axes = setup.model.capabilities.attribute_axes  # a product attribute: per-axis values too
@@ -197,11 +206,13 @@ def evaluate(
     if real is None:
         bar.close()
         return metrics
+    extractor = quality_extractor(setup, options, device=device)
     metrics.update(quality_metrics(
-        samples, requested, real.samples, quality_extractor(setup, options, device=device),
+        samples, requested, real.samples, extractor,
         value_names=names, backend=options.fid_backend,
         kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size, seed=seed,
         carried=final, real_labels=np.asarray(real.sensitive),
+        generated_features=spaces.get(extractor.name),  # features are extracted once per job
     ))
     bar.update(1)
 
@@ -234,7 +245,7 @@ def evaluate(
         reference = None if train_labels is None else (values(real.train.samples), np.asarray(train_labels))
         result = train_synthetic_test_real(
             values(samples), labels, values(real.samples), np.asarray(test_labels), np.asarray(real.sensitive),
-            sensitive_names=names, real_train=reference,
+            sensitive_names=names, real_train=reference, seed=seed,
         )
         metrics.update(result.as_metrics())
     bar.update(1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -155,6 +155,26 @@ class AttributeAxes:
         table = np.asarray(p, dtype=np.float64).reshape(self.sizes)
         others = tuple(j for j in range(len(self.names)) if j != axis)
         return table.sum(axis=others)
+
+
+class ModelKind:
+    """What every ``[model]`` kind's spec declares; a kind's frozen spec dataclass extends it and
+    is registered with `fairbench.models.register_model_kind`."""
+
+    clip_sample_default: ClassVar[bool] = False  # samples live in [-1, 1]: clamp x0 where the scheduler can
+    takes_dataset: ClassVar[bool] = False  # a [dataset] to train on and to measure against
+    trains: ClassVar[bool] = False  # has networks `fairbench train` trains (`prepare`)
+
+    def known_train_timesteps(self) -> int | None:
+        """T when the spec alone fixes it, so that tau is checked before the model is built; else None."""
+        return None
+
+    def build(self, *, device: str = "cpu", dataset: dict | None = None) -> "Setup":
+        raise NotImplementedError
+
+    def prepare(self, *, device: str = "cpu", dataset: dict | None = None) -> Any:
+        """Load or train (cached) the networks of a kind that `trains`."""
+        raise NotImplementedError
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..schedulers import BETA_SCHEDULES, build_scheduler, make_scheduler
-from .base import AttributeAxes, Capabilities, RealData, Setup
+from .base import AttributeAxes, Capabilities, ModelKind, RealData, Setup
 
 
 class GaussianModel:
@@ -244,7 +244,7 @@ class AxisSpec:
 
 
 @dataclass(frozen=True)
-class GaussianSpec:
+class GaussianSpec(ModelKind):
     """``kind = "gaussian"``: the analytic model of METHOD.md.
 
     ``attribute_axes`` (optional) makes the sensitive attribute a product of several, e.g.
@@ -304,6 +304,9 @@ class GaussianSpec:
         if self.attribute_axes is None:
             return None
         return AttributeAxes(tuple(a.name for a in self.attribute_axes), tuple(tuple(a.values) for a in self.attribute_axes))
+
+    def known_train_timesteps(self) -> int | None:
+        return self.num_train_timesteps
 
     def build(self, *, device: str = "cpu", dataset: dict | None = None, **_: Any) -> Setup:
         model = GaussianModel(

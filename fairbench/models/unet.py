@@ -30,7 +30,7 @@ from ..errors import FairbenchError
 from ..schedulers import BETA_SCHEDULES
 from ..train import GuidanceTraining, JudgeTraining, LabelledImages, UNetTraining, cached_guidance, cached_judge, cached_unet
 from . import register_model_kind
-from .base import AttributeAxes, Capabilities, RealData, Setup, as_labels
+from .base import AttributeAxes, Capabilities, ModelKind, RealData, Setup, as_labels
 
 DEFAULT_SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "linear"}  # DDPM's
 SCHEDULE_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
@@ -192,7 +192,7 @@ def labelled_splits(dataset: dict) -> LabelledSplits:
 
     data_spec = dataset_spec(dataset)
     data = data_spec.load()
-    target = getattr(data_spec, "target", None)
+    target = data_spec.target
     present = [split for split in ("train", "val", "test") if (data.split == split).any()]
     if "train" not in present or len(present) < 2:
         raise FairbenchError(f"dataset {data.name!r} needs a train split and a val or test split, has {present}")
@@ -217,7 +217,7 @@ def judge_and_real(splits: LabelledSplits, training: JudgeTraining, *, device: s
 
 
 @dataclass(frozen=True)
-class UNetSpec:
+class UNetSpec(ModelKind):
     """``kind = "unet"``; training keys live in ``[model.unet]``, ``[model.judge]``, ``[model.guidance]``."""
 
     clip_sample_default: ClassVar[bool] = True  # images live in [-1, 1] (the authors' DDIM clamps x0)
@@ -228,6 +228,7 @@ class UNetSpec:
     judge: JudgeTraining = field(default_factory=JudgeTraining)
     guidance: GuidanceTraining = field(default_factory=GuidanceTraining)
     takes_dataset: ClassVar[bool] = True  # [dataset]: the data to train on and to measure against
+    trains: ClassVar[bool] = True
 
     def validate(self, where: str) -> None:
         if self.path is not None and _looks_local(self.path) and not Path(self.path).expanduser().is_dir():

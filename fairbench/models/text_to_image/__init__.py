@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from ...errors import FairbenchError, lookup
 from .. import Setup, register_model_kind
+from ..base import ModelKind
 from .guidance import GUIDANCE_DATA_STEPS, guidance_from_own_samples, train_latent_classifier
 from .judges import JUDGES, PIXEL_FEATURE_SIZE, ClipZeroShotJudge, pixel_features, register_judge
 from .model import TextToImageModel
@@ -39,7 +40,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TextToImageSpec:
+class TextToImageSpec(ModelKind):
     """``kind = "text_to_image"``: a diffusers pipeline and one prompt per attribute value.
 
     ``guidance_train_samples > 0`` trains the classifier-guidance classifier at build time on
