@@ -121,3 +121,42 @@ class Judge:
     def sensitive_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``p(s | x)``, ``[N, k]``: the balance features of the direct tau search."""
         return self.sensitive_log_prob(x).exp()
+
+
+class HSpaceClassifier(nn.Module):
+    """``p_psi(s | h_t, t)`` on a UNet's mid-block output ``h_t`` (its "h-space"): a small MLP on
+    the flattened features and an embedding of t, the attribute distribution predictor of
+    distribution guidance (Parihar et al., CVPR 2024)."""
+
+    def __init__(self, in_features: int, num_classes: int, *, hidden: int = 256, time_dim: int = 64):
+        super().__init__()
+        self.config = {"in_features": in_features, "num_classes": num_classes, "hidden": hidden, "time_dim": time_dim}
+        self.time_dim = time_dim
+        self.net = nn.Sequential(nn.Linear(in_features + time_dim, hidden), nn.SiLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, k]`` for features `h` ([B, ...]) at training timesteps `t` ([B])."""
+        emb = get_timestep_embedding(t.to(h.device), self.time_dim).to(h.dtype)
+        return self.net(torch.cat([h.flatten(start_dim=1), emb], dim=1))
+
+
+class _Stop(Exception):
+    """Raised by a forward hook to end a UNet's forward pass once its mid-block output is known."""
+
+
+def mid_block_features(unet, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None) -> torch.Tensor:
+    """``h_t``: the output of ``unet.mid_block`` at ``(x_t, t)`` (the up path is not run)."""
+    found: list[torch.Tensor] = []
+
+    def stop(module, inputs, output):
+        found.append(output)
+        raise _Stop
+
+    handle = unet.mid_block.register_forward_hook(stop)
+    try:
+        unet(x, t, class_labels=class_labels)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return found[0]

@@ -82,6 +82,8 @@ class Method:
     example: ClassVar[dict[str, Any]] = {}
     final_rule: ClassVar[str] = "requested"
     correction_nfe: ClassVar[int] = 0  # model evaluations per sample and step made by `correct`
+    # Whether a sample depends on the others sampled in its batch (then the batch size is in the spec)
+    batch_dependent: ClassVar[bool] = False
     correct: ClassVar[Callable[..., torch.Tensor] | None] = None
     assign: ClassVar[Callable[..., torch.Tensor] | None] = None
 
@@ -550,6 +552,85 @@ class PromptQueuing(QueuingParams, NullPrefixSwitching):
         return self.amplification
 
 
+@dataclass(frozen=True)
+class DistributionParams:
+    """``scale``: gamma, the step on the h-space features; ``balance_target``: the target distribution."""
+
+    scale: float = 1.0  # gamma >= 0; 0 is unconditional sampling
+    balance_target: list[float] | None = None  # one probability per attribute value; None: uniform
+
+    def validate(self, where: str) -> None:
+        if not (self.scale >= 0 and math.isfinite(self.scale)):
+            raise FairbenchError(f"{where}.scale must be a non-negative number, got {self.scale}")
+        target = self.balance_target
+        if target is not None and (len(target) < 2 or any(p < 0 for p in target) or abs(sum(target) - 1.0) > 1e-6):
+            raise FairbenchError(f"{where}.balance_target must be at least 2 non-negative numbers summing to 1, got {list(target)}")
+
+
+@dataclass(frozen=True)
+class DistributionGuidance(DistributionParams, Method):
+    """Distribution guidance (Parihar et al., CVPR 2024, "Balancing Act"): the unconditional model,
+    with each batch's predicted attribute distribution pushed toward a target.
+
+    At every step the model's mid-block features ``h_i`` of the B samples of the batch give the
+    batch's predicted distribution through the h-space classifier ``p_psi``,
+    ``p_hat(a) = (1/B) sum_i p_psi(a | h_i, t)``; the loss is the cross-entropy from the target
+    ``p_ref`` (uniform, or `balance_target`), ``L = -sum_a p_ref(a) log p_hat(a)``, and the
+    features are replaced by ``h_i - gamma B grad_{h_i} L`` before the rest of the UNet predicts
+    the noise (the paper's guidance on ``h_t``; the factor B, fairbench's, keeps the push on one
+    sample independent of the batch size, since ``grad_{h_i} L`` is O(1/B)). The condition is
+    the null condition (the unconditional model); requests are ignored.
+
+    Batch dependence, by design: a sample's path depends on the other samples of its batch, so
+    results depend on the batch size and composition (`batch_dependent`: the runner records
+    the batch size in the spec). Cost: the edited evaluation is a second model evaluation per
+    sample and step (``correction_nfe = 1``; the first one gives ``h_t``).
+    """
+
+    model: Denoiser | None = field(default=None, compare=False, repr=False)
+    name: ClassVar[str] = "distribution_guidance"
+    Params: ClassVar[type] = DistributionParams
+    sweepable: ClassVar[tuple[str, ...]] = ("scale",)
+    requires: ClassVar[dict[Capability, str | None]] = {"null_condition": None, "hspace": None}
+    example: ClassVar[dict[str, Any]] = {"scale": 1.0}
+    final_rule: ClassVar[str] = "the request (the sampler ignores it: the batch, not the sample, is guided)"
+    correction_nfe: ClassVar[int] = 1
+    batch_dependent: ClassVar[bool] = True
+
+    @classmethod
+    def check_context(cls, params: DistributionParams, context: MethodContext, where: str) -> None:
+        k = context.model.num_attributes
+        if params.balance_target is not None and len(params.balance_target) != k:
+            raise FairbenchError(
+                f"{where}.balance_target must give {k} probabilities (one per value of {list(context.model.attribute_names)}), "
+                f"got {list(params.balance_target)}"
+            )
+
+    @classmethod
+    def build(cls, params: DistributionParams, context: MethodContext) -> "DistributionGuidance":
+        return cls(**vars(params), model=context.model)
+
+    def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
+        return one_hot(torch.full_like(requested, k), k + 1)
+
+    def target(self, k: int, like: torch.Tensor) -> torch.Tensor:
+        if self.balance_target is None:
+            return torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
+        return torch.tensor(self.balance_target, dtype=like.dtype, device=like.device)
+
+    def correct(self, eps: torch.Tensor, x: torch.Tensor, t: int, abar_t: float, requested: torch.Tensor) -> torch.Tensor:
+        if self.model is None or self.model.capabilities.hspace is None:
+            raise FairbenchError("distribution_guidance needs the run's model and its h-space")
+        hspace, k = self.model.capabilities.hspace, self.model.num_attributes
+        with torch.enable_grad():
+            h = hspace.features(x, t).detach().requires_grad_(True)
+            log_prob = hspace.log_prob(h, t)
+            batch = torch.logsumexp(log_prob, dim=0) - math.log(len(h))  # log p_hat, [k]
+            loss = -(self.target(k, batch) * batch).sum() * len(h)
+            (grad,) = torch.autograd.grad(loss, h)
+        return hspace.edited_eps(self.model.eps, x, t, self.weights(t, requested, k), -self.scale * grad)
+
+
 METHODS: dict[str, type[Method]] = {
     "conditional": Conditional,
     "attribute_switching": AttributeSwitching,
@@ -559,6 +640,7 @@ METHODS: dict[str, type[Method]] = {
     "null_prefix_switching": NullPrefixSwitching,
     "semantic_guidance": SemanticGuidance,
     "prompt_queuing": PromptQueuing,
+    "distribution_guidance": DistributionGuidance,
 }
 
 

@@ -75,7 +75,8 @@ class Job:
 
     def spec(self) -> dict:
         """Everything the job's results depend on (and nothing they do not, like batch size or the
-        method's place in the config). Methods of one config that compute the same thing under
+        method's place in the config, except for a method whose samples depend on their batch:
+        `Method.batch_dependent`). Methods of one config that compute the same thing under
         different labels also hold their label, so that each keeps its own job."""
         config = self.config
         method = self.method.record()
@@ -93,6 +94,8 @@ class Job:
         }
         if sum(other.record() == method for other in config.methods) > 1:
             spec["label"] = self.method.display
+        if self.method.method_class.batch_dependent:
+            spec["batch"] = {"batch_size": config.benchmark.batch_size, "shard_size": config.benchmark.shard_size}
         return spec
 
     @property

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .cache import artifact, shipped_artifact, tensor_digest
-from .classifiers import AttributeJudge, NoiseAwareClassifier
+from .classifiers import AttributeJudge, HSpaceClassifier, NoiseAwareClassifier, mid_block_features
 from .errors import FairbenchError, lookup
 from .noise import sample_seed
 from .progress import progress
@@ -132,6 +132,25 @@ class GuidanceTraining:
 
     def validate(self, where: str) -> None:
         _check_positive(self, where, ("width", "steps", "batch_size", "learning_rate", "checkpoint_every"))
+        if self.weight_decay < 0:
+            raise FairbenchError(f"{where}.weight_decay must be non-negative, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class HSpaceTraining:
+    """``[model.hspace]``: the attribute classifier on the generator's mid-block features
+    (distribution guidance; sampling only, never the judge)."""
+
+    hidden: int = 256
+    steps: int = 1500
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    checkpoint_every: int = 500
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        _check_positive(self, where, ("hidden", "steps", "batch_size", "learning_rate", "checkpoint_every"))
         if self.weight_decay < 0:
             raise FairbenchError(f"{where}.weight_decay must be non-negative, got {self.weight_decay}")
 
@@ -453,6 +472,49 @@ def train_guidance(data: LabelledImages, held_out: LabelledImages, spec: Guidanc
     return accuracy
 
 
+def _hspace_features(unet, x_t: torch.Tensor, t: torch.Tensor, class_label: int | None, device: str) -> torch.Tensor:
+    labels = None if class_label is None else torch.full((len(x_t),), class_label, dtype=torch.long, device=device)
+    with torch.no_grad():
+        return mid_block_features(unet, x_t.to(device), t.to(device), labels)
+
+
+def train_hspace(data: LabelledImages, held_out: LabelledImages, spec: HSpaceTraining, unet, schedule: dict[str, Any],
+                 class_label: int | None, *, device: str, directory: Path) -> dict[str, float]:
+    """Train the h-space classifier into ``directory / "hspace"``: cross-entropy
+    ``-log p_psi(s | h(x_t, t), t)`` with ``h`` the frozen generator's mid-block output on train
+    images noised to ``x_t`` (``t ~ U{0..T-1}``, stratified batches as for (c)); the generator
+    runs on its null class `class_label` (None: a UNet without classes). Returns its accuracy
+    on `held_out` noised at a few fractions of T."""
+    abar = _abar(schedule)
+    unet = unet.eval()
+    probe = _hspace_features(unet, data.images[:1], torch.zeros(1, dtype=torch.long), class_label, device)
+    network = initialised(spec.seed, lambda: HSpaceClassifier(probe[0].numel(), data.k, hidden=spec.hidden)).to(device)
+    probabilities = data.stratum_probabilities()
+
+    def batch_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        index = torch.multinomial(probabilities, spec.batch_size, replacement=True, generator=generator)
+        x_t, t, _ = _noised(data.images[index], abar, generator)
+        h = _hspace_features(unet, x_t, t, class_label, device)
+        return torch.nn.functional.cross_entropy(model(h, t.to(device)), data.sensitive[index].to(device))
+
+    network = fit(network, batch_loss, steps=spec.steps, learning_rate=spec.learning_rate, seed=spec.seed,
+                  weight_decay=spec.weight_decay, checkpoint_dir=directory / "checkpoint",
+                  checkpoint_every=spec.checkpoint_every, desc="training the h-space classifier")
+    _save_network(network, directory / "hspace")
+    accuracy = {}
+    generator = torch.Generator("cpu").manual_seed(sample_seed(spec.seed, 0, "hspace-check"))
+    T = len(abar)
+    for fraction in GUIDANCE_CHECK_TIMESTEPS:
+        t = fraction * T // 1000
+        eps = torch.randn(held_out.images.shape, generator=generator)
+        x_t = abar[t].sqrt() * held_out.images + (1.0 - abar[t]).sqrt() * eps
+        steps = torch.full((len(x_t),), t, dtype=torch.long)
+        with torch.no_grad():
+            logits = network(_hspace_features(unet, x_t, steps, class_label, device), steps.to(device))
+        accuracy[f"t={t}"] = _accuracy(logits, held_out.sensitive)
+    return accuracy
+
+
 # ---------------------------------------------------------------------------------------------
 # Cached artifacts.
 
@@ -520,3 +582,19 @@ def cached_guidance(data: LabelledImages, held_out: LabelledImages, spec: Guidan
 
     return _cached("guidance", _recipe(spec, data, schedule=schedule), train,
                    lambda directory: load_network(NoiseAwareClassifier, directory / "guidance", device))
+
+
+def cached_hspace(data: LabelledImages, held_out: LabelledImages, spec: HSpaceTraining, unet, schedule: dict[str, Any],
+                  *, class_label: int | None, device: str) -> Trained:
+    """The h-space classifier of generator `unet` (its recipe holds a digest of the generator's
+    weights and the class it runs on); ``metadata["val_accuracy"]`` as for the judge."""
+    schedule = {k: schedule[k] for k in NOISE_KEYS if k in schedule}
+    weights = unet.state_dict()
+    generator = tensor_digest(*(weights[name] for name in sorted(weights)))
+
+    def train(directory: Path) -> dict[str, Any]:
+        accuracy = train_hspace(data, held_out, spec, unet, schedule, class_label, device=device, directory=directory)
+        return {"val_accuracy": accuracy, "device": device}
+
+    recipe = _recipe(spec, data, schedule=schedule, generator=generator, class_label=class_label)
+    return _cached("hspace", recipe, train, lambda directory: load_network(HSpaceClassifier, directory / "hspace", device))

@@ -26,7 +26,7 @@ def model_spec(table: dict):
 
 def _load_optional_kinds() -> None:
     """Image and text-to-image kinds live in their own modules; import them on first use."""
-    import_optional("fairbench.models.unet", "fairbench.models.text_to_image")
+    import_optional("fairbench.models.unet", "fairbench.models.unconditional", "fairbench.models.text_to_image")
 
 
 __all__ = ["MODEL_KINDS", "Denoiser", "GaussianSpec", "GuidanceClassifier", "RealData", "Setup", "model_spec", "register_model_kind"]

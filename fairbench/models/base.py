@@ -19,7 +19,7 @@ import torch
 from ..errors import FairbenchError, suggest
 
 
-Capability = Literal["null_condition", "prompt_tokens", "attribute_axes", "guidance_classifier"]
+Capability = Literal["null_condition", "prompt_tokens", "attribute_axes", "guidance_classifier", "hspace"]
 
 # What each capability is, and how a run gets it: a method that needs one the run lacks is
 # refused with "needs <what>, and this model has none[: <how>]" (`fairbench.methods.check_method`).
@@ -29,6 +29,8 @@ CAPABILITIES: dict[Capability, tuple[str, str]] = {
     "prompt_tokens": ("prompt tokens to amplify (a text-to-image model)", ""),
     "attribute_axes": ("a sensitive attribute with several axes", ""),
     "guidance_classifier": ("a guidance classifier", ""),
+    "hspace": ("an h-space attribute classifier on the generator's mid-block features",
+               "use model kind 'unconditional', which trains one ([model.hspace])"),
 }
 
 
@@ -40,17 +42,19 @@ class Capabilities:
     ``prompt_tokens``: the model has ``token_scale(weights, factor)``, the cross-attention
     factors that amplify the attribute tokens of a prompt (text-to-image).
     ``attribute_axes``: the sensitive attribute is a product of several (`AttributeAxes`);
-    None for one attribute. (A guidance classifier is the run's, not the model's: `Setup.guidance`.)
+    None for one attribute. ``hspace``: the model's bottleneck as distribution guidance uses it
+    (`HSpace`); None where it has none. (A guidance classifier is the run's, not the model's: `Setup.guidance`.)
     """
 
     null_condition: bool = False
     prompt_tokens: bool = False
     attribute_axes: "AttributeAxes | None" = None
+    hspace: "HSpace | None" = None  # the bottleneck distribution guidance edits (`HSpace`)
 
     def offered(self) -> frozenset[Capability]:
         """The capabilities this model has, by name (a guidance classifier is not the model's)."""
         named = {"null_condition": self.null_condition, "prompt_tokens": self.prompt_tokens,
-                 "attribute_axes": self.attribute_axes is not None}
+                 "attribute_axes": self.attribute_axes is not None, "hspace": self.hspace is not None}
         return frozenset(name for name, present in named.items() if present)
 
 
@@ -81,6 +85,26 @@ class GuidanceClassifier(Protocol):
 
     def log_prob(self, x: torch.Tensor, t: int) -> torch.Tensor:  # [B, k]
         ...
+
+
+EpsFunction = Callable[[torch.Tensor, int, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class HSpace:
+    """A model's bottleneck ("h-space") as distribution guidance uses it, declared in the
+    model's `Capabilities` (``hspace``).
+
+    - ``features(x, t)``: ``h_t`` of the model's last evaluation at ``(x, t)`` (detached);
+    - ``log_prob(h, t)``: ``log p_psi(a | h_t, t)``, ``[B, k]``, differentiable in ``h``;
+    - ``edited_eps(eps, x, t, weights, delta)``: ``eps(x, t, weights)`` evaluated through the
+      given callable (the run's model, so that the evaluation is counted) with ``h_t``
+      replaced by ``h_t + delta``.
+    """
+
+    features: Callable[[torch.Tensor, int], torch.Tensor]
+    log_prob: Callable[[torch.Tensor, int], torch.Tensor]
+    edited_eps: Callable[[EpsFunction, torch.Tensor, int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def one_hot(labels: torch.Tensor, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import FairbenchError, lookup
 from ..schedulers import BETA_SCHEDULES, build_scheduler, make_scheduler
-from .base import AttributeAxes, Capabilities, ModelKind, RealData, Setup
+from .base import AttributeAxes, Capabilities, HSpace, ModelKind, RealData, Setup
 
 
 class GaussianModel:
@@ -64,7 +64,7 @@ class GaussianModel:
                 f"the attribute axes {list(attribute_axes.names)} make {attribute_axes.size} values, "
                 f"but model.means has {means.shape[0]} rows (one per value)"
             )
-        self.capabilities = Capabilities(null_condition=True, attribute_axes=attribute_axes)
+        self.capabilities = Capabilities(null_condition=True, attribute_axes=attribute_axes, hspace=self._hspace())
         if attribute_names is None and attribute_axes is not None:
             attribute_names = attribute_axes.flat_names()
         self.attribute_names = attribute_names or tuple(f"s{a}" for a in range(means.shape[0]))
@@ -93,6 +93,17 @@ class GaussianModel:
             posterior = ExactPosterior(self).log_prob(x, t).exp().to(self.means)
             mu = mu + weights[:, k : k + 1] * (posterior @ self.means)
         return math.sqrt(1.0 - abar) * (x - math.sqrt(abar) * mu.to(x)) / var
+
+    def _hspace(self) -> HSpace:
+        """Distribution guidance's h-space on the analytic model, which has no bottleneck: ``x_t``
+        itself, with the exact posterior as its classifier. An edit ``h + delta`` moves the
+        predicted clean sample toward ``delta`` as an edit of a UNet's h moves its prediction:
+        ``eps(x, t) - sqrt(1 - abar_t) delta`` (the score shifted by ``delta``)."""
+
+        def edited_eps(eps, x, t, weights, delta):
+            return eps(x, t, weights) - math.sqrt(1.0 - self._marginal(int(t))[0]) * delta.to(x)
+
+        return HSpace(features=lambda x, t: x, log_prob=ExactPosterior(self).log_prob, edited_eps=edited_eps)
 
     def guidance_classifier(self) -> "ExactPosterior":
         return ExactPosterior(self)

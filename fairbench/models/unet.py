@@ -174,6 +174,7 @@ class ImageArtifacts:
     real: RealData | None = None
     info: dict[str, Any] = field(default_factory=dict)  # sources, cache state, held-out accuracies
     attribute_axes: AttributeAxes | None = None  # a product attribute's axes
+    hspace: Any = None  # fairbench.classifiers.HSpaceClassifier (model kind "unconditional")
 
 
 @dataclass
