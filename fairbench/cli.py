@@ -13,7 +13,10 @@ from pathlib import Path
 from .audit import run_audit
 from .cache import cache_root, without_shipped
 from .check import CheckSpec, TIMING_METRICS, check_directories, load_check_config, with_overrides
+from .compare import STATISTICS, compare_records, format_table, load_jobs
 from .config import load_config, load_grid
+from .planning import format_plans, plan_from_jobs, plan_from_values
+from .retrain_spread import retrain_spreads
 from .datasets import DATASETS, _load_builtin
 from .errors import FairbenchError, lookup
 from .figures import epsilon_curves
@@ -165,6 +168,40 @@ def _report_metrics(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    if args.replicates < 2:
+        raise FairbenchError(f"--replicates must be at least 2, got {args.replicates}")
+    jobs = load_jobs([Path(d) for d in args.directory])
+    comparisons = compare_records(jobs, args.metric or None, replicates=args.replicates, seed=args.seed,
+                                  spreads=retrain_spreads(), explicit=bool(args.metric))
+    if args.json:
+        print(json.dumps([c.as_json() for c in comparisons]))
+    else:
+        seeds = sorted({j.seed for j in jobs})
+        print(f"{len(comparisons)} paired comparisons over seeds {seeds} ({args.replicates} bootstrap replicates; "
+              "* : p (Holm) < 0.05)\n")
+        print(format_table(comparisons), end="")
+    return 0
+
+
+def _cmd_plan(args) -> int:
+    if args.half_width is None and args.difference is None:
+        raise FairbenchError("give --half-width (epsilon's interval) and/or --difference (to detect between two methods)")
+    if args.half_width is not None and not 0 < args.half_width < 1:
+        raise FairbenchError(f"--half-width must lie in (0, 1), got {args.half_width}")
+    options = {"half_width": args.half_width, "difference": args.difference, "power": args.power, "alpha": args.alpha}
+    if args.directory:
+        if args.epsilon is not None:
+            raise FairbenchError("give a pilot run or --epsilon, not both")
+        plans = plan_from_jobs(load_jobs([Path(d) for d in args.directory]), **options)
+    elif args.epsilon is None:
+        raise FairbenchError("give a pilot run directory or an assumed --epsilon")
+    else:
+        plans = plan_from_values(args.epsilon, **options)
+    print(format_plans(plans), end="")
+    return 0
+
+
 def _cmd_check(args) -> int:
     spec = load_check_config(args.config) if args.config else CheckSpec()
     exclude = [m for m in spec.exclude if m not in TIMING_METRICS] if args.include_timing else None
@@ -252,6 +289,29 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--figure", help="write the epsilon(tau) curves of the --config models to this PNG")
     report.add_argument("--device", default="auto")
     report.set_defaults(func=_cmd_report)
+
+    compare = commands.add_parser(
+        "compare", help="paired differences between every two methods of a run, with intervals, p-values and Holm's correction"
+    )
+    compare.add_argument("directory", nargs="+", help="results directory of a run (several: records of one benchmark)")
+    compare.add_argument("--metric", action="append", default=[], metavar="M",
+                         help=f"metric to compare (repeatable; default: epsilon, fd, target_gap, fid, utility_fraction; "
+                              f"valid: {', '.join(STATISTICS)})")
+    compare.add_argument("--json", action="store_true", help="print a JSON list of {metric, a, b, difference, interval, p_value, p_holm}")
+    compare.add_argument("--replicates", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    compare.set_defaults(func=_cmd_compare)
+
+    plan = commands.add_parser(
+        "plan", help="samples per group for a target half-width of epsilon's interval and for 80%% power to detect a difference"
+    )
+    plan.add_argument("directory", nargs="*", help="a pilot run's results directory (its records and evidence)")
+    plan.add_argument("--epsilon", type=float, help="assumed epsilon (instead of a pilot run)")
+    plan.add_argument("--half-width", type=float, help="target half-width of epsilon's 95%% interval")
+    plan.add_argument("--difference", type=float, help="difference of epsilon to detect between two methods")
+    plan.add_argument("--power", type=float, default=0.8, help="power to detect --difference (default 0.8)")
+    plan.add_argument("--alpha", type=float, default=0.05, help="two-sided level of the test (default 0.05)")
+    plan.set_defaults(func=_cmd_plan)
 
     check = commands.add_parser(
         "check", help="compare a run's records with baseline records; exit 1 when a metric moved beyond its tolerance"

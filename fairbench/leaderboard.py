@@ -1,15 +1,28 @@
 """The leaderboard frame: one row per method label, mean +- std (and interval) over seeds.
 
-`fairbench.report_model` builds a report on it; `fairbench.publish` writes the files."""
+`fairbench.report_model` builds a report on it; `fairbench.publish` writes the files.
+
+Beside each headline metric (`compare.DEFAULT_METRICS`), where the run kept its per-sample
+evidence: ``<metric>_group``, a compact letter display of the paired comparisons
+(`fairbench.compare`: methods sharing a letter are not significantly different at the
+Holm-adjusted 5% level over every pair and headline metric of the benchmark cell; ``a`` is the
+best group). For model kinds whose networks fairbench trains: ``<metric>_retrain_sd``, the
+measured standard deviation of the metric over retrains of the networks
+(`fairbench.retrain_spread`), the second error bar.
+"""
 
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .compare import DEFAULT_METRICS, STATISTICS, compare_records, load_job, rank_groups
+from .errors import FairbenchError
 from .metrics import METRICS
+from .retrain_spread import retrain_spreads
 
 def column_name(name: str, metrics: dict) -> str:
     """``fid@raw`` for a metric keyed by another field (`MetricInfo.keyed_by`), else the name:
@@ -43,8 +56,32 @@ def _scalar_metrics(records: list[dict]) -> list[str]:
     return known + [n for n in names if n not in known]
 
 
-def leaderboard_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per label: ``<metric>_mean``, ``<metric>_std`` and interval bounds where recorded."""
+def _rank_groups(records: list[dict], directory: Path, rows: list[dict]) -> None:
+    """Add ``<column>_group`` to the rows of each benchmark cell whose records all kept evidence."""
+    for benchmark in dict.fromkeys(r["spec"].get("benchmark") for r in records):
+        cell = [r for r in records if r["spec"].get("benchmark") == benchmark]
+        jobs = [load_job(directory, r) for r in cell]
+        if any(job is None for job in jobs):
+            continue
+        try:
+            comparisons = compare_records(jobs, DEFAULT_METRICS)
+        except FairbenchError:  # one method, or nothing comparable: no groups
+            continue
+        cell_rows = [row for row in rows if row["benchmark"] == benchmark]
+        means = {
+            c.metric: {row["method"]: row[f"{c.metric}_mean"] for row in cell_rows if f"{c.metric}_mean" in row}
+            for c in comparisons
+        }
+        for column, letters in rank_groups(comparisons, means).items():
+            for row in cell_rows:
+                if row["method"] in letters:
+                    row[f"{column}_group"] = letters[row["method"]]
+
+
+def leaderboard_frame(records: list[dict], directory: Path | None = None) -> pd.DataFrame:
+    """One row per label: ``<metric>_mean``, ``<metric>_std`` and interval bounds where recorded;
+    ``<metric>_retrain_sd`` for trained model kinds; with the run's `directory` (its evidence
+    files), ``<metric>_group`` rank groups of the headline metrics."""
     rows = []
     names = _scalar_metrics(records)
     # One row per (benchmark cell, method label): grid cells never share a row.
@@ -65,7 +102,12 @@ def leaderboard_frame(records: list[dict]) -> pd.DataFrame:
                 if bounds:
                     row[f"{name}_ci_low"] = float(np.mean([b[0] for b in bounds]))
                     row[f"{name}_ci_high"] = float(np.mean([b[1] for b in bounds]))
+            spread = retrain_spreads(group[0]["spec"].get("model", {}).get("kind")).get(base_name(name))
+            if spread:  # measured and not zero (a count such as nfe_per_sample does not move)
+                row[f"{name}_retrain_sd"] = spread
         rows.append(row)
+    if directory is not None:
+        _rank_groups(records, Path(directory), rows)
     return pd.DataFrame(rows)
 
 
@@ -108,6 +150,10 @@ def markdown_table(frame: pd.DataFrame) -> str:
                 cell += f" ± {_fmt(row[f'{n}_std'])}"
             if f"{n}_ci_low" in row and not pd.isna(row[f"{n}_ci_low"]):
                 cell += f" [{_fmt(row[f'{n}_ci_low'])}, {_fmt(row[f'{n}_ci_high'])}]"
+            if f"{n}_retrain_sd" in row and not pd.isna(row[f"{n}_retrain_sd"]):
+                cell += f" (retrain ± {_fmt(row[f'{n}_retrain_sd'])})"
+            if isinstance(row.get(f"{n}_group"), str):
+                cell += f" {row[f'{n}_group']}"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -272,11 +272,12 @@ def build_report(records: Sequence[dict], *, directory: Path | None = None, fram
     """The report of `records` (read once by the caller); `directory` is where their figures are.
 
     `frame`: the leaderboard frame of these records (with their `DERIVED` metrics) when the
-    caller has one, e.g. with rank-group columns added; by default `leaderboard_frame`'s.
+    caller has one; by default `leaderboard_frame`'s, with the rank groups of the paired comparisons
+    where `directory` holds the jobs' evidence.
     """
     records = tuple(with_derived(r) for r in records)
     if frame is None:
-        frame = leaderboard_frame(list(records))
+        frame = leaderboard_frame(list(records), directory)
     columns = frame_columns(frame) if len(frame) else []
     headline = headline_columns(columns)
     return Report(

@@ -3,7 +3,8 @@
 A job is one (cell, method, seed). Its key is the hash of its full spec, what the job computes
 and not where its method sits in ``[[methods]]`` (reordering or inserting methods reuses every
 finished job), and everything it writes lives under that key: ``records/<key>.json``, ``searches/<key>.json`` (the tau
-search), ``shards/<key>/<i>.safetensors`` (samples). Each file is written atomically, and a
+search), ``shards/<key>/<i>.safetensors`` (samples), ``evidence/<key>.npz`` (the per-sample
+inputs of the headline metrics, for paired comparisons: `fairbench.compare`). Each file is written atomically, and a
 finished file is never recomputed, so a run killed at any moment and started again ends
 with the same records as an uninterrupted run (up to the machine-dependent timings). A
 per-job lock file keeps two runs on one directory from doing the same job twice.
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .compare import write_evidence
 from .config import Config, MethodSpec
 from .errors import FairbenchError, lookup
 from .figures import write_figures
@@ -213,7 +215,10 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
         out = _sample_sharded(job, setup, method, out_dir, device)
     memory.exclude(PREFIXES.bytes - kept)  # states kept for later switching jobs are not this method's
     n = config.benchmark.n_samples
-    metrics = evaluate(out.samples, out.requested, setup, seed=job.seed, config=config.metrics, final=out.final, device=device)
+    evidence: dict = {}
+    metrics = evaluate(out.samples, out.requested, setup, seed=job.seed, config=config.metrics, final=out.final,
+                       device=device, evidence=evidence)
+    write_evidence(out_dir, job.key, evidence)  # before the record: a record always has its evidence
     metrics |= {
         "nfe_per_sample": out.nfe / n,
         "wall_s": out.wall_s,

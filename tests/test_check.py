@@ -90,22 +90,24 @@ def test_a_retrain_of_the_same_config_passes_and_a_regression_still_fails():
     # 0.832 (interval of the same width); the interval rule alone allows about 0.042
     base = {"epsilon": 0.874, "epsilon_ci": [0.844, 0.902]}
     retrain = {"epsilon": 0.832, "epsilon_ci": [0.802, 0.860]}
-    trained = pair(base, retrain, model="unet")["epsilon"]
+    earlier = {"epsilon": 0.06}  # the bound from that one measured gap (the measured file's replaces it by default)
+    trained = pair(base, retrain, model="unet", training_spread=earlier)["epsilon"]
     assert not trained.moved and "training spread 0.06" in trained.rule
     assert trained.allowed == pytest.approx(math.hypot(math.hypot(0.030, 0.028), 0.06))
     # an analytic model has nothing to retrain: its epsilon keeps the interval rule alone
     assert pair(base, retrain, model="gaussian")["epsilon"].moved
     # a real regression (epsilon up 0.3, interval moved along) fails on a trained model too
-    worse = pair(base, {"epsilon": 1.0, "epsilon_ci": [0.97, 1.0]}, model="unet")["epsilon"]
+    worse = pair(base, {"epsilon": 1.0, "epsilon_ci": [0.97, 1.0]}, model="unet", training_spread=earlier)["epsilon"]
     assert worse.moved
     shifted = {"epsilon": 0.574, "epsilon_ci": [0.544, 0.602]}
-    assert pair(base, shifted, model="unet")["epsilon"].moved
+    assert pair(base, shifted, model="unet", training_spread=earlier)["epsilon"].moved
     # the spread is configurable, and a configured tolerance replaces it
     assert pair(base, retrain, model="unet", training_spread={"epsilon": 0})["epsilon"].moved
     assert not pair(base, retrain, model="unet", training_spread={"epsilon": "10%"})["epsilon"].moved
     assert pair(base, retrain, model="unet", tolerance={"epsilon": 0.01})["epsilon"].moved
     # metrics without a stated spread stay exact, and a p-value is not compared
-    compared = pair({"fid": 13.7, "epsilon_p_value": 0.001}, {"fid": 12.9, "epsilon_p_value": 0.2}, model="unet")
+    compared = pair({"fid": 13.7, "epsilon_p_value": 0.001}, {"fid": 12.9, "epsilon_p_value": 0.2}, model="unet",
+                    training_spread=earlier)
     assert compared["fid"].moved and "epsilon_p_value" not in compared
 
 
@@ -334,3 +336,20 @@ def test_fixture_registers_as_a_pytest_plugin(runs, tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "1 failed, 1 passed" in done.stdout
     assert "fairbench check: 3 record pairs" in done.stdout and "MOVED" in done.stdout
+
+
+def test_the_default_training_spread_is_the_measured_retrain_spread():
+    """Every metric the retrains measured gets 2 sqrt(2) sd by default; a change of two retrain sds
+    passes on a trained model and fails on the analytic one, where nothing is retrained."""
+    from fairbench.check import DEFAULT_TRAINING_SPREAD
+    from fairbench.retrain_spread import retrain_spreads
+
+    spreads = retrain_spreads()
+    assert {"epsilon", "fd", "target_gap", "fid", "kid", "utility_fraction"} <= set(spreads)
+    for name, sd in spreads.items():
+        assert DEFAULT_TRAINING_SPREAD[name] == pytest.approx(2 * math.sqrt(2) * sd, rel=0.01)
+    assert retrain_spreads("gaussian") == {}
+    for name in ("fid", "target_gap"):
+        base, new = {name: 0.5}, {name: 0.5 + 2 * spreads[name]}
+        assert not pair(base, new, model="unet")[name].moved
+        assert pair(base, new, model="gaussian")[name].moved

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 
 from ..report_model import Column, Report, is_number
-from ..writers.cells import ARROWS, interval, rank_letters, spread
+from ..writers.cells import ARROWS, interval, rank_letters, retrain, spread
 
 __all__ = ["escape", "is_number", "table_html", "header_html"]
 
@@ -45,6 +45,9 @@ def cell_html(row: pd.Series, column: Column) -> str:
     bounds = interval(row, column)
     if bounds:
         body += f'<span class="ci">{escape(bounds)}</span>'
+    spread_over_retrains = retrain(row, column)
+    if spread_over_retrains:
+        body += f' <span class="retrain" title="spread over retrains of the networks">{escape(spread_over_retrains)}</span>'
     letters = rank_letters(row, column)
     if letters:
         body += f' <span class="rank" title="rank group">{escape(letters)}</span>'

@@ -42,7 +42,7 @@ from .axes import balance_by_attribute, epsilon_by_attribute
 from .balance import balance_metrics, confusion_matrix, per_class_accuracy
 from .fairness import DEFAULT_LEARNERS, LEARNERS, MAX_TRAIN, epsilon_fairness, epsilon_linear, epsilon_lower, raw_space_helps
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
-from .quality import QUALITY_BACKENDS, quality_metrics
+from .quality import QUALITY_BACKENDS, FeatureStats, quality_metrics
 from .inheritance import inheritance_metrics, real_target_gap
 from .utility import sample_values, train_synthetic_test_real
 
@@ -138,6 +138,7 @@ def evaluate(
     config: Any = None,
     final=None,
     device: str | torch.device = "cpu",
+    evidence: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The metrics of one run's `samples` (``[N, *sample_shape]``, requested values `requested`).
 
@@ -145,6 +146,8 @@ def evaluate(
     `final`: the value whose details each sample ends with (`SampleOutput.final`; default
     `requested`): the value per-group quality compares with, a grouping of bias inheritance,
     and the label when ``utility_target = "sensitive"``. `device`: where extractors and judges run.
+    `evidence`: a dict that receives the per-sample arrays the headline metrics are computed
+    from (`fairbench.compare.EVIDENCE` lists them), so they can be recomputed on resampled indices.
     """
     options = SuiteOptions.from_config(config)
     options.validate()
@@ -179,6 +182,12 @@ def evaluate(
         "epsilon_lower": lower.value,
         "epsilon_linear": linear.value, "epsilon_linear_ci": list(linear.interval),
     }
+    evidence = {} if evidence is None else evidence
+    held_out = estimate.heldout  # its votes: the fraction of repeats whose prediction says pair[1] (NaN outside the pair)
+    votes = np.full(len(requested), np.nan)
+    votes[held_out.indices] = (held_out.predicted == held_out.pair[1]).mean(axis=0)
+    evidence.update(requested=requested.astype(np.int64), epsilon_votes=votes,
+                    epsilon_pair=np.asarray(estimate.pair, dtype=np.int64))
     axes = setup.model.capabilities.attribute_axes  # a product attribute: per-axis values too
     if axes is not None:
         metrics.update(epsilon_by_attribute(axes, spaces, requested, options=options, seed=seed))
@@ -186,6 +195,7 @@ def evaluate(
 
     real = setup.real
     final = requested if final is None else np.asarray(torch.as_tensor(final).cpu())
+    evidence["final"] = np.asarray(final).astype(np.int64)
     if setup.judge is not None:
         log_probs = _batched(setup.judge, samples, device=device, batch_size=batch)
         if log_probs.shape[1] != k:
@@ -196,6 +206,8 @@ def evaluate(
             confusion = confusion_matrix(real_log_probs, np.asarray(real.sensitive), k)
             metrics["judge_accuracy_by_class"] = per_class_accuracy(confusion, names)
         metrics.update(balance_metrics(log_probs, requested, names, target=options.balance_target, confusion=confusion))
+        evidence.update(judge_label=log_probs.argmax(axis=1).astype(np.int64),
+                        balance_target=np.asarray(options.balance_target or np.full(k, 1.0 / k), dtype=np.float64))
         if axes is not None:
             metrics.update(balance_by_attribute(
                 axes, log_probs, requested, target=options.balance_target,
@@ -214,6 +226,13 @@ def evaluate(
         carried=final, real_labels=np.asarray(real.sensitive),
         generated_features=spaces.get(extractor.name),  # features are extracted once per job
     ))
+    # what paired comparisons of FID resample: the samples' features, the real statistics fixed
+    generated_features = spaces.get(extractor.name)
+    real_stats = FeatureStats.of(extractor(real.samples))
+    evidence.update(
+        fid_features=(extractor(samples).numpy() if generated_features is None else generated_features).astype(np.float32),
+        fid_real_mean=real_stats.mean, fid_real_cov=real_stats.cov,
+    )
     bar.update(1)
 
     target_labels = None
@@ -227,6 +246,7 @@ def evaluate(
             target_labels, requested, final, names, real.target_values or [str(c) for c in range(m)],
             bootstrap=options.bootstrap, confidence=options.confidence, seed=seed,
         ))
+        evidence.update(target_label=target_labels.astype(np.int64), target_classes=np.int64(m))
         metrics["target_gap_heldout"] = real_target_gap(real_target, np.asarray(real.sensitive), k, m)
         if real.train is not None and real.train.target is not None:
             metrics["target_gap_train"] = real_target_gap(np.asarray(real.train.target), np.asarray(real.train.sensitive), k, m)
@@ -248,6 +268,9 @@ def evaluate(
             sensitive_names=names, real_train=reference, seed=seed,
         )
         metrics.update(result.as_metrics())
+        evidence["utility_correct"] = result.correct
+        if result.correct_real is not None:
+            evidence["utility_correct_real"] = result.correct_real
     bar.update(1)
     bar.close()
     return metrics

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -62,6 +62,10 @@ class UtilityResult:
     dp_difference: float
     eo_difference: float
     accuracy_real: float | None = None  # the same classifier trained on real training data
+    # Per real test sample: whether the classifier trained on the samples (and, with a real
+    # reference, the one trained on real data) predicts it right; what comparisons resample.
+    correct: np.ndarray | None = field(default=None, compare=False, repr=False)
+    correct_real: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def as_metrics(self) -> dict:
         metrics = {
@@ -159,11 +163,13 @@ def train_synthetic_test_real(
 
     test_features = np.asarray(test_features, dtype=np.float64).reshape(len(test_features), -1)
     test_labels = np.asarray(test_labels)
+    predictions = fitted_predictions(train_features, train_labels)
     result = fairness_of_predictions(
-        test_labels, fitted_predictions(train_features, train_labels), np.asarray(test_sensitive),
-        sensitive_names=sensitive_names,
+        test_labels, predictions, np.asarray(test_sensitive), sensitive_names=sensitive_names,
     )
+    result = dataclasses.replace(result, correct=predictions == test_labels)
     if real_train is None:
         return result
-    reference = float(accuracy_score(test_labels, fitted_predictions(*real_train)))
-    return dataclasses.replace(result, accuracy_real=reference)
+    real_predictions = fitted_predictions(*real_train)
+    reference = float(accuracy_score(test_labels, real_predictions))
+    return dataclasses.replace(result, accuracy_real=reference, correct_real=real_predictions == test_labels)

@@ -30,6 +30,12 @@ def interval(row: pd.Series, column: Column) -> str:
     return f"[{_fmt(low)}, {_fmt(high)}]"
 
 
+def retrain(row: pd.Series, column: Column) -> str:
+    """``retrain ± sd``: the metric's measured spread over retrains of the networks, or empty."""
+    sd = row.get(f"{column.key}_retrain_sd")
+    return f"retrain ± {_fmt(sd)}" if is_number(row.get(f"{column.key}_mean")) and is_number(sd) else ""
+
+
 def rank_letters(row: pd.Series, column: Column) -> str:
     """The rank-group letters of the row's value (``"ab"``), or empty when there are none."""
     if column.rank_group is None:
@@ -40,7 +46,7 @@ def rank_letters(row: pd.Series, column: Column) -> str:
 
 def plain(row: pd.Series, column: Column) -> str:
     """``mean ± std [low, high] (letters)``: the whole cell on one line."""
-    parts = [spread(row, column), interval(row, column)]
+    parts = [spread(row, column), interval(row, column), retrain(row, column)]
     letters = rank_letters(row, column)
     if letters and parts[0]:
         parts.append(f"({letters})")

@@ -9,7 +9,7 @@ from ..report_model import Report
 def headline_frame(report: Report):
     keep = ["method", "benchmark", "n_seeds"]
     for column in report.headline:
-        keep += [f"{column.key}{suffix}" for suffix in ("_mean", "_std", "_ci_low", "_ci_high", "_group")
+        keep += [f"{column.key}{suffix}" for suffix in ("_mean", "_std", "_ci_low", "_ci_high", "_retrain_sd", "_group")
                  if f"{column.key}{suffix}" in report.frame.columns]
     return report.frame[[c for c in keep if c in report.frame.columns]]
 
