@@ -159,7 +159,7 @@ def test_fairbench_run_records_every_text_to_image_method(folders, tmp_path):  #
     from test_text_to_image import table
 
     model = table(folders, guidance_train_samples=4, guidance_train_iters=20, neutral_prompt=NEUTRAL)
-    lines = ["[benchmark]", 'name = "tiny-sd"', "n_samples = 10", "seeds = [0]", "batch_size = 10", "", "[model]"]
+    lines = ["[benchmark]", 'name = "tiny-sd"', "n_samples = 12", "seeds = [0]", "batch_size = 12", "", "[model]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in model.items()]
     lines += ["", "[sampler]", 'scheduler = "ddim"', f"steps = {STEPS_N}", "", "[metrics]", "epsilon_folds = 3", "bootstrap = 20"]
     methods = [("null_prefix_switching", {"tau": 500}), ("prompt_queuing", {"tau": 500, "amplification": 5.0}),

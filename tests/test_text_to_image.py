@@ -269,7 +269,7 @@ def test_sdxl_fits_the_same_design(tmp_path):
 
 def test_fairbench_run_writes_records_and_a_leaderboard(folders, tmp_path):
     model = table(folders, guidance_train_samples=4, guidance_train_iters=20)
-    lines = ["[benchmark]", 'name = "tiny-sd"', "n_samples = 8", "seeds = [0]", "batch_size = 8", "", "[model]"]
+    lines = ["[benchmark]", 'name = "tiny-sd"', "n_samples = 12", "seeds = [0]", "batch_size = 12", "", "[model]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in model.items()]
     lines += ["", "[sampler]", 'scheduler = "ddim"', f"steps = {STEPS_N}", "", "[metrics]", "epsilon_folds = 3", "bootstrap = 50"]
     methods = [("conditional", {}), ("attribute_switching", {"tau": 500}), ("attribute_switching", {"tau": "reference"}),

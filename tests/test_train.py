@@ -234,8 +234,9 @@ def test_train_command_then_run_reuses_the_cache(tmp_path, capsys):
     assert main(["run", str(config), "--out", str(out), "--device", "cpu"]) == 0
     assert len(list((out / "records").glob("*.json"))) == 2
     figures = sorted((out / "figures").iterdir())
-    assert len(figures) == 3 and "tau_search.png" in [p.name for p in figures]  # + one grid per method
-    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures)
+    names = [p.name for p in figures]
+    assert len(figures) == 4 and "tau_search.png" in names and "pareto.svg" in names  # + one grid per method
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in figures if p.suffix == ".png")
 
 
 def test_train_command_refuses_a_model_without_training(tmp_path, capsys):
