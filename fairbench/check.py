@@ -47,7 +47,7 @@ measured gap of two cold trainings times 1.4) or stay on their rule. So no metri
 moves is compared exactly across one; metrics a retrain cannot move (``nfe_per_sample``)
 measured a spread of 0. A configured bound (rule 1) is taken as given, without the spread.
 
-Timing metrics (``wall_s``, ``samples_per_s``, ``tau_search_s``) measure the machine, not the
+Timing metrics (``records.MACHINE_METRICS``: wall_s, samples_per_s, tau_search_s, peak_mem_mb, measure_s) measure the machine, not the
 method, and are excluded by default (``exclude``), as is ``epsilon_p_value`` (a test's
 p-value, not a measurement: epsilon and its interval are compared); naming one in ``tolerance`` compares it.
 With ``fail_on = "worse"`` a change in a metric's better direction passes (metrics with no

@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--k", type=float, help="multiplier on the combined interval half-width (default 1)")
     check.add_argument("--match", choices=["spec_hash", "label_seed"], help="how records are paired (default spec_hash)")
     check.add_argument("--worse-only", action="store_true", help="pass changes in a metric's better direction")
-    check.add_argument("--include-timing", action="store_true", help="also compare the machine-dependent metrics (wall_s, samples_per_s, tau_search_s, peak_mem_mb)")
+    check.add_argument("--include-timing", action="store_true", help=f"also compare the machine-dependent metrics ({', '.join(TIMING_METRICS)})")
     check.add_argument("--allow-missing", action="store_true", help="pass when baseline records have no new counterpart")
     check.add_argument("--all", action="store_true", help="print every comparison, not only what moved")
     check.set_defaults(func=_cmd_check)

@@ -153,7 +153,7 @@ def read_json(path: Path) -> dict:
 
 
 # Metrics that measure the machine rather than the method: they differ between runs.
-MACHINE_METRICS = ("wall_s", "samples_per_s", "tau_search_s", "peak_mem_mb")
+MACHINE_METRICS = ("wall_s", "samples_per_s", "tau_search_s", "peak_mem_mb", "measure_s")
 
 
 def comparable(record: Record) -> dict:

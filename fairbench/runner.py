@@ -217,12 +217,14 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
     memory.exclude(PREFIXES.bytes - kept)  # states kept for later switching jobs are not this method's
     n = config.benchmark.n_samples
     evidence: dict = {}
+    measuring = time.perf_counter()
     metrics = evaluate(out.samples, out.requested, setup, seed=job.seed, config=config.metrics, final=out.final,
                        device=device, evidence=evidence)
     write_evidence(out_dir, job.key, evidence)  # before the record: a record always has its evidence
     metrics |= {
         "nfe_per_sample": out.nfe / n,
         "wall_s": out.wall_s,
+        "measure_s": time.perf_counter() - measuring,
         "samples_per_s": n / out.wall_s if out.wall_s > 0 else None,
         **memory.as_metrics(),
         **method.run_metrics(),

@@ -100,6 +100,24 @@ def test_kid_with_whole_sets_is_the_unbiased_mmd_and_subsets_are_seeded_locally(
     assert after[0] == state[0] and np.array_equal(after[1], state[1]) and after[2] == state[2]
 
 
+@pytest.mark.parametrize("dim", [2, 64])
+def test_kid_equals_clean_fids_kernel_distance_on_the_same_seed(dim):
+    """The subsets are clean-fid's draws (numpy's legacy generator seeded with `seed`), so the
+    value is clean-fid's own, recomputed here with its global generator seeded the same way."""
+    from cleanfid.fid import kernel_distance as cleanfid_kernel
+
+    rng = np.random.default_rng(dim)
+    generated, real = rng.normal(size=(700, dim)), rng.normal(size=(500, dim)) + 0.2
+    state = np.random.get_state()
+    try:
+        np.random.seed(11)
+        expected = cleanfid_kernel(generated, real, num_subsets=7, max_subset_size=300)
+    finally:
+        np.random.set_state(state)
+    assert kernel_distance(generated, real, subsets=7, subset_size=300, seed=11) == pytest.approx(expected, rel=1e-12)
+    assert kernel_distance(generated, real, subsets=7, subset_size=300, seed=12) != pytest.approx(expected, rel=1e-6)
+
+
 class _Tanh(torch.nn.Module):
     """A small fixed feature network (any torch module can be an extractor)."""
 

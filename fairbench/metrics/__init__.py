@@ -387,6 +387,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("nfe_per_sample", "model evaluations per generated sample", "lower", "-", group="cost", headline=True),
         MetricInfo("wall_s", "wall-clock seconds of sampling (tau search excluded)", "lower", "-", group="cost"),
         MetricInfo("samples_per_s", "n_samples / wall_s", "higher", "-", group="cost"),
+        MetricInfo("measure_s", "wall-clock seconds of measuring the samples (every metric of the record, "
+                   "features extracted once)", "lower", "-", group="cost"),
         MetricInfo(
             "peak_mem_mb",
             "peak memory of sampling in MiB: CUDA, torch.cuda.max_memory_allocated during sampling; "
