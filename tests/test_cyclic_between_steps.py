@@ -202,3 +202,21 @@ def test_between_steps_false_needs_a_search_that_refines(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fairbench: error: ") and "between_steps" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_searched_run_refines_between_steps_unless_told_not_to(tmp_path):
+    """The same search through the runner, with and without the refinement: the grid-only points are
+    visited timesteps at one evaluation per step; the refined ones are closer to fair, at the cost recorded."""
+    steps, path = 10, tmp_path / "b.toml"
+    method = '[[methods]]\nname = "cyclic_switching"\ntaus = "direct"\nsearch_batch_size = 32\n'
+    write_config(path, method + 'label = "grid"\nbetween_steps = false\n' + method + 'label = "refined"\n', steps)
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    runs = {record["label"]: record["metrics"] for record in
+            (json.loads(p.read_text()) for p in (tmp_path / "out" / "records").glob("*.json"))}
+    timesteps, _, _ = ddim_coefficients(GaussianModel(MEANS_3, 0.45), steps)
+    grid, refined = runs["grid"], runs["refined"]
+    assert all(isinstance(p, int) and p in timesteps for p in grid["taus"]) and grid["nfe_per_sample"] == steps
+    extra = straddled(timesteps, refined["taus"])
+    assert extra >= 1 and refined["nfe_per_sample"] == steps + extra
+    assert refined["tv_exact"] < grid["tv_exact"]
+    assert refined["tau_search_nfe"] > grid["tau_search_nfe"]
