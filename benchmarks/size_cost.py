@@ -26,8 +26,10 @@ import sys
 
 CASES = [  # (label, side, block_out_channels)
     ("digits 8x8, [32, 64] (digits.toml)", 8, [32, 64]),
-    ("Fashion-MNIST 14x14, [16, 32] (fashion.toml)", 14, [16, 32]),
+    ("Fashion-MNIST 14x14, [32, 64] (fashion.toml)", 14, [32, 64]),
+    ("14x14, [16, 32]", 14, [16, 32]),
     ("28x28, [16, 32]", 28, [16, 32]),
+    ("28x28, [32, 64]", 28, [32, 64]),
     ("28x28, [32, 64, 64]", 28, [32, 64, 64]),
 ]
 

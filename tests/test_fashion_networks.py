@@ -75,19 +75,25 @@ def test_shipped_fashion_networks_beat_random_ones(scored):
     good, bad = scored
     for name in ("judge_target_accuracy", "judge_sensitive_accuracy", "guidance_accuracy_t0"):
         assert good[name] >= MINIMUMS[name] > bad[name], name
-    # Recognisability is not among them: measured 0.23 for the shipped generator against 0.165
-    # for the random one (the judge names noise as a garment with probability >= 0.9 one time
-    # in six), a difference under the margin (docs/networks.md); see the expected failure below.
+    # Recognisability is not among them: at 200 samples and 20 steps the judge names a random
+    # generator's noise as a garment with probability >= 0.9 about one time in six, so the
+    # margin is set by the minimums test below, at the published settings.
     assert good["sample_sensitive_agreement"] > bad["sample_sensitive_agreement"] + 0.1
     assert good["sample_fd"] < bad["sample_fd"]
     assert set(below(bad)) == set(MINIMUMS)
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped generators (1000 steps of a (16, 32) UNet) fall short of "
-                   "sample_recognisable and sample_sensitive_agreement (docs/networks.md)")
-def test_shipped_fashion_networks_meet_the_usable_minimums(scored):
-    good, _ = scored
-    assert below(good) == [], good
+@pytest.mark.parametrize("name", ["fashion.toml", "fashion-bias05.toml"])
+def test_shipped_fashion_networks_meet_the_usable_minimums(name):
+    """At the published settings (`network_quality`'s defaults: 500 samples, DDIM 50, seed 0;
+    docs/networks.md). The two generators clear sample_recognisable and
+    sample_sensitive_agreement by less than one binomial standard error (0.022 at 500 samples):
+    a retrain may land on either side (the retrain test compares a retrain with these numbers
+    within `RETRAIN_TOLERANCES`, not with the minimums)."""
+    config = load_config(CONFIG.with_name(name))
+    shipped = config.model_spec().prepare(device="cpu", dataset=config.dataset)
+    numbers = network_quality(shipped, held_out(labelled_splits(config.dataset)))
+    assert below(numbers) == [], numbers
 
 
 def test_retraining_the_fashion_config_gives_networks_of_the_same_quality(fashion, tmp_path, monkeypatch, capsys):
@@ -96,7 +102,7 @@ def test_retraining_the_fashion_config_gives_networks_of_the_same_quality(fashio
 
     The tolerances are the digits ones (`RETRAIN_TOLERANCES`), not calibrated by Fashion-MNIST
     retrains; with 16,000 held-out images instead of 540 the judge and guidance accuracies'
-    own sampling error is far below them. About 6 minutes of one quiet CPU core for the training.
+    own sampling error is far below them. About 35 minutes of one free CPU core for the training (8000 generator steps at about 0.22 s).
     """
     monkeypatch.setenv("FAIRBENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("FAIRBENCH_NETWORKS", "shipped")
