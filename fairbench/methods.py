@@ -48,9 +48,13 @@ class MethodContext:
     model: Denoiser
     guidance: GuidanceClassifier | None = None
     search_tau: Callable[[str, int, tuple[int, int]], int] | None = None
-    # `search_points(search, batch_size, cycle)`: the k - 1 transition points of cyclic switching
-    # along ``cycle`` (the one-place move of every flat value), searched on the run's model
-    search_points: Callable[[str, int, tuple[int, ...]], tuple[int, ...]] | None = None
+    # `search_points(search, batch_size, cycle, **options)`: the k - 1 transition points of cyclic
+    # switching along ``cycle`` (the one-place move of every flat value), searched on the run's
+    # model; `options` are the search's own (``between_steps``)
+    search_points: Callable[..., tuple[int | float, ...]] | None = None
+    # Whether the run samples through the model's own pipeline (`Setup.sample`), which can swap
+    # each step's condition but not mix two noise predictions
+    own_sampler: bool = False
 
     def offers(self, capability: Capability) -> bool:
         """Whether the run provides `capability`: the model's (`Denoiser.capabilities`), or a guidance classifier."""
@@ -76,6 +80,12 @@ class Method:
     the model (``correction_nfe`` > 0), as that many model evaluations per sample and step.
     And ``assign(requested, k, seed, indices)`` replaces the value each sample is asked for
     before sampling (a control that ignores the request, or a method that draws a value).
+
+    ``mixes_predictions``: a row of `weights` with several non-zero entries is a mixture of
+    noise predictions, ``sum_v w_v eps(x, t, v)`` (one model evaluation per non-zero entry,
+    `fairbench.sampling.predict`), rather than one condition mixed inside the model (embedding
+    mixing); a one-hot row is one evaluation either way. `visiting(timesteps)` gives the
+    method the visited timesteps before a trajectory starts (the sampler calls it).
     """
 
     name: ClassVar[str]
@@ -85,6 +95,7 @@ class Method:
     example: ClassVar[dict[str, Any]] = {}
     final_rule: ClassVar[str] = "requested"
     correction_nfe: ClassVar[int] = 0  # model evaluations per sample and step made by `correct`
+    mixes_predictions: ClassVar[bool] = False  # several non-zero weights: a mixture of noise predictions
     # Whether a sample depends on the others sampled in its batch (then the batch size is in the spec)
     batch_dependent: ClassVar[bool] = False
     correct: ClassVar[Callable[..., torch.Tensor] | None] = None
@@ -113,6 +124,10 @@ class Method:
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
         raise NotImplementedError
+
+    def visiting(self, timesteps: Sequence[int]) -> "Method":
+        """This method for a trajectory over the visited `timesteps` (descending); most need not know them."""
+        return self
 
     def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
         """The value whose details each sample ends with."""
@@ -281,12 +296,14 @@ NAMES_A_CYCLIC_SEARCH = {"names_a_search": "cyclic"}
 
 @dataclass(frozen=True)
 class CyclicParams:
-    """``taus``: k - 1 transition points (training timesteps or fractions of T), or the name of a search."""
+    """``taus``: k - 1 transition points (training timesteps, fractions of T, or continuous points), or a search's name."""
 
     taus: list[int | float] | str = field(metadata=NAMES_A_CYCLIC_SEARCH)
     search_batch_size: int = 256  # noises per group for a search; only used when taus names one
     # One axis of a product attribute to cycle, the others kept; None: the whole condition
     switch_attribute: str | None = None
+    # Whether a search (direct, sweep) refines its grid points between visited steps; only used when taus names one
+    between_steps: bool = True
 
     def validate(self, where: str) -> None:
         if not isinstance(self.taus, str) and not self.taus:
@@ -294,31 +311,49 @@ class CyclicParams:
         positive(self.search_batch_size, f"{where}.search_batch_size")
 
 
+# The cyclic searches that refine points between visited steps (`fairbench.tau_search.CYCLIC_SEARCHES`).
+BETWEEN_STEPS_SEARCHES = ("direct", "sweep")
+
+
 @dataclass(frozen=True)
 class CyclicSwitching(CyclicParams, Method):
     """Cyclic switching: the condition moves ``a -> a+1 -> ... -> a+k-1`` (mod k) at k - 1 points.
 
-    With transition points ``tau_1 >= tau_2 >= ... >= tau_(k-1)`` on the training-timestep grid
-    (as Algorithm 1's tau), a step at timestep t conditions on ``target^j(a)``, where
-    ``j = #{i : t <= tau_i}`` is its stage and ``target`` moves a value one place along the
-    cycle (default ``(a + 1) mod k``). With k = 2 it is `AttributeSwitching` at ``tau_1``.
+    With transition points ``tau_1 >= tau_2 >= ... >= tau_(k-1)``, a step at timestep t
+    conditions on ``target^j(a)``, where ``j = #{i : t <= tau_i}`` is its stage and ``target``
+    moves a value one place along the cycle (default ``(a + 1) mod k``): an integer point is a
+    training timestep with Algorithm 1's rule. With k = 2 it is `AttributeSwitching` at ``tau_1``.
+
+    A continuous point (a float above 1; `resolve_point`) may fall between visited steps. With
+    ``t_i`` the visited timesteps (descending, ``t_n = -1``) step i is past it by the fraction
+
+        f_i(tau) = clip((tau - t_(i+1)) / (t_i - t_(i+1)), 0, 1),
+
+    (on a visited timestep this is Algorithm 1's rule) and with ``F_0 = 1``, ``F_j = f_i(tau_j)``,
+    ``F_k = 0`` the step's noise prediction is the mixture of its stages' predictions,
+    ``sum_j (F_j - F_(j+1)) eps(x, t, target^j(a))`` (`mixes_predictions`): the step that holds
+    a point mixes ``(1 - f) eps(value j-1) + f eps(value j)``, at one extra model evaluation
+    per sample; every other step makes one. On the analytic model this is exactly
+    `fairbench.models.gaussian.cyclic_mixtures`, whose exact points make every request the same.
 
     Why: with one switch, request a ends at ``c_1 mu_a + c_2 mu_(a+1)`` on the analytic model,
     and for k >= 3 the k requests cannot coincide unless both weights vanish. Cycling through
     every value gives request a the mixture ``sum_j c_j mu_(a+j)``, and equal stage weights
     ``c_j`` make every request the same (docs/method.md; the exact points on the analytic
-    model: `fairbench.models.gaussian.exact_cyclic_points`). No extra model evaluation: each
-    step still makes one.
+    model: `fairbench.models.gaussian.exact_cyclic_points`).
 
     On a product attribute (`fairbench.models.base.AttributeAxes`) ``switch_attribute`` names
     the axis to cycle (k is then that axis's number of values); the other axes are kept.
     """
 
     target: tuple[int, ...] | None = None  # target[a]: the value one place after a along the cycle
+    # The visited timesteps (descending), given by `visiting`; needed only by a point between them
+    timesteps: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
     name: ClassVar[str] = "cyclic_switching"
     Params: ClassVar[type] = CyclicParams
     requires: ClassVar[dict[Capability, str | None]] = {"attribute_axes": "switch_attribute"}
     example: ClassVar[dict[str, Any]] = {"taus": [500]}
+    mixes_predictions: ClassVar[bool] = True
 
     @property
     def final_rule(self) -> str:  # type: ignore[override]
@@ -344,6 +379,17 @@ class CyclicSwitching(CyclicParams, Method):
             raise FairbenchError(
                 f"{where}.taus must list k - 1 = {k - 1} transition points for the {k} values{axis}, got {len(params.taus)}"
             )
+        if not params.between_steps and params.taus not in BETWEEN_STEPS_SEARCHES:
+            raise FairbenchError(f"{where}.between_steps = false applies only to the searches "
+                                 f"{', '.join(BETWEEN_STEPS_SEARCHES)} (taus = {params.taus!r}); leave it out")
+        if context.own_sampler:  # a step between points mixes two predictions: the shared loop's `predict`
+            if isinstance(params.taus, str) and params.taus in BETWEEN_STEPS_SEARCHES and params.between_steps:
+                raise FairbenchError(f"{where}: this model samples through its own pipeline, which cannot mix the two noise "
+                                     f"predictions of a step between points; set between_steps = false")
+            continuous = [tau for tau in ([] if isinstance(params.taus, str) else params.taus) if isinstance(tau, float) and tau > 1]
+            if continuous:
+                raise FairbenchError(f"{where}.taus: this model samples through its own pipeline, which cannot mix the two noise "
+                                     f"predictions of a step between points; give training timesteps (integers), not {continuous}")
 
     @classmethod
     def build(cls, params: CyclicParams, context: MethodContext) -> "CyclicSwitching":
@@ -356,29 +402,52 @@ class CyclicSwitching(CyclicParams, Method):
             if context.search_points is None:
                 raise FairbenchError(f"taus = {params.taus!r} needs a search, which this run does not provide")
             cycle = target or tuple((a + 1) % model.num_attributes for a in range(model.num_attributes))
-            taus = tuple(context.search_points(params.taus, params.search_batch_size, cycle))
+            options = {} if params.between_steps else {"between_steps": False}
+            taus = tuple(context.search_points(params.taus, params.search_batch_size, cycle, **options))
         else:
-            taus = tuple(resolve_tau(tau, model.num_train_timesteps) for tau in params.taus)
+            taus = tuple(resolve_point(tau, model.num_train_timesteps) for tau in params.taus)
             if any(a < b for a, b in zip(taus, taus[1:])):
                 raise FairbenchError(f"method.taus must be in descending order (tau_1 >= tau_2 >= ...), got {list(taus)}")
         return cls(**vars(params) | {"taus": taus}, target=target)
 
     @classmethod
     def recorded(cls, params: CyclicParams) -> dict[str, Any]:
-        # The search's batch size changes the result only when the points are searched.
+        # The search's batch size and extent change the result only when the points are searched.
         out = super().recorded(params)
         if isinstance(params.taus, str):
             out["search_batch_size"] = params.search_batch_size
         else:
             out.pop("search_batch_size", None)
+            out.pop("between_steps", None)
         return out
 
     @classmethod
     def check_model(cls, params: CyclicParams, num_train_timesteps: int, where: str) -> None:
         if not isinstance(params.taus, str):
-            taus = [resolve_tau(tau, num_train_timesteps) for tau in params.taus]
+            taus = [resolve_point(tau, num_train_timesteps) for tau in params.taus]
             if any(a < b for a, b in zip(taus, taus[1:])):
                 raise FairbenchError(f"{where}.taus must be in descending order (tau_1 >= tau_2 >= ...), got {taus}")
+
+    def visiting(self, timesteps: Sequence[int]) -> "CyclicSwitching":
+        if not any(isinstance(tau, float) for tau in self.taus):
+            return self  # integer points need only the timestep itself
+        return dataclasses.replace(self, timesteps=tuple(int(t) for t in timesteps))
+
+    def past(self, t: int) -> list[float]:
+        """``f_i(tau_j)`` for every point at the visited step with timestep `t` (class docstring): 1 or 0
+        for an integer point (``t <= tau``), the fraction of the step past a continuous one."""
+        fractions = []
+        for tau in self.taus:
+            if not isinstance(tau, float):
+                fractions.append(1.0 if t <= tau else 0.0)
+                continue
+            if self.timesteps is None or t not in self.timesteps:
+                raise FairbenchError(f"cyclic_switching at the continuous point {tau} needs the visited timesteps "
+                                     f"(the sampler gives them through `visiting`); timestep {t} is not among them")
+            i = self.timesteps.index(t)
+            below = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else -1
+            fractions.append(min(max((tau - below) / (t - below), 0.0), 1.0))
+        return fractions
 
     def moved(self, requested: torch.Tensor, k: int, moves: int) -> torch.Tensor:
         """The value `moves` places along the cycle from each request."""
@@ -388,13 +457,19 @@ class CyclicSwitching(CyclicParams, Method):
         return value
 
     def weights(self, t: int, requested: torch.Tensor, k: int) -> torch.Tensor:
-        return one_hot(self.moved(requested, k, sum(1 for tau in self.taus if t <= tau)), k)
+        past = self.past(t)
+        if all(f in (0.0, 1.0) for f in past):  # one stage: the one-hot condition, as Algorithm 1
+            return one_hot(self.moved(requested, k, sum(1 for f in past if f == 1.0)), k)
+        bounds = [1.0] + past + [0.0]  # stage j of the cycle (k - 1 points: k stages, k the cycle's length)
+        return sum((bounds[j] - bounds[j + 1]) * one_hot(self.moved(requested, k, j), k, torch.float64)
+                   for j in range(len(bounds) - 1))
 
     def final(self, requested: torch.Tensor, k: int) -> torch.Tensor:
         return self.moved(requested, k, sum(1 for tau in self.taus if tau >= 0))
 
     def conditional_prefix(self, timesteps: list[int]) -> int:
-        return next((i for i, t in enumerate(timesteps) if t <= max(self.taus)), len(timesteps))
+        bound = self.visiting(timesteps)
+        return next((i for i, t in enumerate(timesteps) if any(f > 0.0 for f in bound.past(t))), len(timesteps))
 
     def params(self) -> dict[str, Any]:
         return super().params() | {"taus": list(self.taus)}
@@ -801,6 +876,17 @@ def single_switch_advice(method_class: type[Method], params: Any, model: Denoise
     what = "the sensitive attribute" if axis is None else f"{axis!r}"
     return (f"fairbench: warning: attribute_switching switches {what} ({k} values) once, and with 3 or more values no "
             f"single switch is fair; cyclic_switching moves through every value (docs/method.md)")
+
+
+def resolve_point(value: int | float, num_train_timesteps: int) -> int | float:
+    """A transition point of cyclic switching: an integer or a fraction in ``[0, 1]`` as `resolve_tau`;
+    a float above 1 is a continuous point in ``(1, T-1]``, kept as given (it may fall between visited steps)."""
+    T = num_train_timesteps
+    if isinstance(value, float) and value > 1.0:
+        if not (math.isfinite(value) and value <= T - 1):
+            raise FairbenchError(f"tau {value} is out of range [-1, {T - 1}]")
+        return value
+    return resolve_tau(value, T)
 
 
 def resolve_tau(value: int | float, num_train_timesteps: int) -> int:

@@ -134,14 +134,14 @@ def _tau_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, b
 
 
 def _cyclic_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str, batch_size: int,
-                   cycle: tuple[int, ...]) -> TauSearchResult:
+                   cycle: tuple[int, ...], **options) -> TauSearchResult:
     path = out_dir / "searches" / f"{job.key[:16]}.json"
     if path.exists():
         return TauSearchResult.from_json(read_json(path))
     config = job.config
     result = run_cyclic_search(
         kind, setup, scheduler_name=config.sampler.scheduler, steps=config.sampler.steps,
-        seed=job.seed, batch_size=batch_size, device=device, clip_sample=config.clip_sample(), cycle=cycle,
+        seed=job.seed, batch_size=batch_size, device=device, clip_sample=config.clip_sample(), cycle=cycle, **options,
     )
     atomic_write_text(path, json.dumps(result.as_json() | {"wall_s": result.wall_s}) + "\n")
     return result
@@ -203,11 +203,12 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
         searches.append(_tau_search(job, setup, out_dir, device, kind, batch_size, pair))
         return searches[-1].tau
 
-    def search_points(kind: str, batch_size: int, cycle: tuple[int, ...]) -> tuple[int, ...]:
-        searches.append(_cyclic_search(job, setup, out_dir, device, kind, batch_size, cycle))
+    def search_points(kind: str, batch_size: int, cycle: tuple[int, ...], **options) -> tuple[int | float, ...]:
+        searches.append(_cyclic_search(job, setup, out_dir, device, kind, batch_size, cycle, **options))
         return searches[-1].points
 
-    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=search, search_points=search_points)
+    context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=search, search_points=search_points,
+                            own_sampler=setup.sample is not None)
     method = spec.method_class.build(spec.options(), context)
     search = searches[0] if searches else None
     kept = PREFIXES.bytes
@@ -290,7 +291,7 @@ class SetupCache:
         if key not in self._setups:
             setup = config.model_spec().build(device=self.device, dataset=config.dataset)
             config.check_methods(setup.model.num_train_timesteps)
-            context = MethodContext(model=setup.model, guidance=setup.guidance)
+            context = MethodContext(model=setup.model, guidance=setup.guidance, own_sampler=setup.sample is not None)
             for i, spec in enumerate(config.methods):  # what a method needs of the model, before any work
                 check_method(spec.method_class, spec.options(), context, f"methods[{i}]")
             _warm_up(setup, config, self.device)
@@ -416,7 +417,7 @@ def write_job_samples(job: Job, record: dict, setup: Setup, out_dir: Path) -> Pa
     tau = record["metrics"].get("tau")  # a searched tau is not searched again
     points = tuple(record["metrics"].get("taus") or ())
     context = MethodContext(model=setup.model, guidance=setup.guidance, search_tau=lambda kind, batch_size, pair: tau,
-                            search_points=lambda kind, batch_size, cycle: points)
+                            search_points=lambda kind, batch_size, cycle, **options: points)
     method = job.method.method_class.build(job.method.options(), context)
     final = method.final(assigned(method, requested, k, seed=job.seed, indices=range(len(samples))), k)
     return write_sample_folder(out_dir / "samples" / job.key[:16], samples, requested, final, setup.model.attribute_names)

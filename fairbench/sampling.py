@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import NumericalFault
-from .models.base import Denoiser
+from .models.base import Denoiser, one_hot
 from .noise import StepNoise, initial_noise
 from .schedulers import adds_noise, build_scheduler
 
@@ -113,6 +113,7 @@ def denoise(
     abar = scheduler.alphas_cumprod
     k = model.num_attributes
     nfe = classifier_evals = 0
+    method = method.visiting([int(t) for t in scheduler.timesteps])
     correct = method.correct
     for index, t_tensor in enumerate(scheduler.timesteps):
         if index < first:
@@ -121,8 +122,8 @@ def denoise(
         model_input = scheduler.scale_model_input(x, t_tensor)
         weights = method.weights(t, requested, k).to(x.device)
         with torch.no_grad():
-            eps = model.eps(model_input, t, weights)
-        nfe += len(x)
+            eps, evaluations = predict(model, model_input, t, weights, mixes_predictions=method.mixes_predictions)
+        nfe += evaluations
         if correct is not None:
             eps = correct(eps, model_input, t, float(abar[t]), requested)
             if method.correction_nfe:  # a correction that calls the model is counted as model evaluations
@@ -141,6 +142,34 @@ def denoise(
     if not torch.isfinite(x).all():
         raise NumericalFault(f"non-finite samples at the end of sampling under method {method.name} {method.params()}")
     return x, nfe, classifier_evals
+
+
+def predict(model: Denoiser, x: torch.Tensor, t: int, weights: torch.Tensor, *,
+            mixes_predictions: bool = False) -> tuple[torch.Tensor, int]:
+    """The noise prediction of one step under the condition mixtures `weights` ([B, k] or [B, k + 1]),
+    and the model evaluations it took, counted per sample.
+
+    One evaluation per sample, ``eps(x, t, w)``, unless the method `mixes_predictions` and a row
+    has several non-zero weights: that row's prediction is then ``sum_v w_v eps(x, t, e_v)``,
+    one evaluation per non-zero weight (the mixture of predictions, not of conditions; on the
+    analytic model, whose prediction is affine in the condition, both are the same). Rows that
+    are one-hot go through the single evaluation unchanged.
+    """
+    active = weights != 0
+    if not mixes_predictions or int(active.sum(1).max()) <= 1:
+        return model.eps(x, t, weights), len(x)
+    eps, remaining, evaluations = None, weights.clone(), 0
+    while bool(remaining.any()):
+        rows = remaining.any(1)
+        value = (remaining[rows] != 0).to(torch.int8).argmax(1)  # the first value still to evaluate, per row
+        coefficient = remaining[rows].gather(1, value[:, None])
+        part = model.eps(x[rows], t, one_hot(value, weights.shape[1], weights.dtype))
+        if eps is None:
+            eps = torch.zeros((len(x), *part.shape[1:]), dtype=part.dtype, device=part.device)
+        eps[rows] += coefficient.to(part.dtype).view(-1, *[1] * (part.ndim - 1)) * part
+        remaining[rows] = remaining[rows].scatter(1, value[:, None], 0)
+        evaluations += int(rows.sum())
+    return eps, evaluations
 
 
 def _tensor_bytes(value) -> int:

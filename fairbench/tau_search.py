@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 
 from .errors import FairbenchError, lookup
 from .methods import AttributeSwitching, Conditional, CyclicSwitching
@@ -41,14 +42,14 @@ Features = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class TauSearchResult:
-    tau: int
+    tau: int | float  # a cyclic search's first point may be continuous
     search: str
     curve: list[tuple[int, float]]  # (tau, value), ascending tau
     nfe: int  # model evaluations spent, counted per sample
     wall_s: float
     details: dict = field(default_factory=dict)
     band: list[tuple[float, float]] | None = None  # an interval per curve point, where the search has one
-    points: tuple[int, ...] | None = None  # cyclic switching's k - 1 transition points (tau = points[0])
+    points: tuple[int | float, ...] | None = None  # cyclic switching's k - 1 transition points (tau = points[0])
 
     def as_json(self) -> dict:
         out = {"tau": self.tau, "search": self.search, "curve": [[t, v] for t, v in self.curve], "nfe": self.nfe}
@@ -500,7 +501,8 @@ class CycledGroups:
     Trajectories are shared: every state is kept under the stages its steps used so far, and
     a candidate resumes from the longest prefix of stages already sampled, so a candidate that
     moves only the later points re-samples only the steps after them. `nfe` counts the model
-    evaluations of the whole batch, one per sample per step run.
+    evaluations of the whole batch as the sampling loop counts them: one per sample per step
+    run, two at a step that holds a continuous point (`outputs_at`).
     """
 
     def __init__(self, model: Denoiser, *, scheduler_name: str, steps: int, seed: int, batch_size: int,
@@ -521,39 +523,48 @@ class CycledGroups:
         scheduler.set_timesteps(steps)
         self.timesteps = [int(t) for t in scheduler.timesteps]
         self.candidates = candidate_taus(self.timesteps)
-        self._states: dict[tuple[int, ...], Resume] = {}
-        self._outputs: dict[tuple[int, ...], torch.Tensor] = {}
-        self.steps_run = 0
+        self._states: dict[tuple, Resume] = {}
+        self._outputs: dict[tuple, torch.Tensor] = {}
+        self.evaluations = 0  # model evaluations of the whole batch, counted per sample
 
     @property
     def nfe(self) -> int:
-        return self.steps_run * self.k * self.batch_size
+        return self.evaluations
 
     def taus(self, positions: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(self.candidates[p] for p in positions)
 
     def outputs(self, positions: tuple[int, ...]) -> torch.Tensor:
         """Samples ``[k B, ...]`` (group i in rows ``i B .. (i + 1) B``) at the candidate `positions`."""
-        positions = tuple(positions)
-        if positions in self._outputs:
-            return self._outputs[positions]
-        taus = self.taus(positions)
-        stages = tuple(sum(1 for tau in taus if t <= tau) for t in self.timesteps)
+        return self.outputs_at(self.taus(tuple(positions)))
+
+    def outputs_at(self, taus: tuple[int | float, ...], *, keep: int | None = None) -> torch.Tensor:
+        """Samples at the transition points `taus` (integers on the grid, or continuous points, which
+        mix the predictions of the step that holds them: `CyclicSwitching`). A state is kept under the
+        mixtures its steps used so far, only those entering the first `keep` steps when it is given
+        (memory: a candidate's later states are reused by no other); the longest kept prefix is reused."""
+        taus = tuple(taus)
+        if taus in self._outputs:
+            return self._outputs[taus]
+        method = CyclicSwitching(taus=taus, target=self.cycle).visiting(self.timesteps)
+        stages = tuple(tuple(method.past(t)) for t in self.timesteps)
         start = max((i for i in range(1, len(stages) + 1) if stages[:i] in self._states), default=0)
         resume = None
         if start:
             kept = self._states[stages[:start]]
             resume = Resume(kept.index, kept.x, copy.deepcopy(kept.scheduler))
 
-        def keep(step: Step) -> None:
-            self._states[stages[: step.index + 1]] = Resume(step.index + 1, step.prev_sample.clone(), copy.deepcopy(step.scheduler))
+        def on_step(step: Step) -> None:
+            if keep is None or step.index + 1 <= keep:
+                self._states[stages[: step.index + 1]] = Resume(step.index + 1, step.prev_sample.clone(),
+                                                                copy.deepcopy(step.scheduler))
 
-        method = CyclicSwitching(taus=taus, target=self.cycle)
-        x, _, _ = denoise(self.model, method, None if resume else self.noise, self.requested,
-                          scheduler_name=self.scheduler_name, steps=self.steps, step_noise=StepNoise(self.seed, self.indices),
-                          on_step=keep, resume=resume, clip_sample=self.clip_sample)
-        self.steps_run += len(self.timesteps) - start
-        self._outputs[positions] = x
+        x, nfe, _ = denoise(self.model, method, None if resume else self.noise, self.requested,
+                            scheduler_name=self.scheduler_name, steps=self.steps, step_noise=StepNoise(self.seed, self.indices),
+                            on_step=on_step if keep is None or keep > start else None, resume=resume,
+                            clip_sample=self.clip_sample)
+        self.evaluations += nfe  # one per sample and step run, two at a step that holds a continuous point
+        self._outputs[taus] = x
         return x
 
 
@@ -641,6 +652,66 @@ def _coordinate_descent(groups: CycledGroups, objective: Callable[[tuple[int, ..
     return tuple(points), values
 
 
+def _refine_between_steps(groups: CycledGroups, objective: Callable[[tuple[float, ...], int], float],
+                          start: tuple[int, ...], values: dict, *,
+                          minimise: Callable[[Callable[[float], float], float, float], float],
+                          rounds: int) -> tuple[tuple[int | float, ...], dict]:
+    """Move each point off the grid, within the visited steps next to it, to where `objective` is lowest.
+
+    Continuous points (`CyclicSwitching`: the step that holds one mixes the predictions of its two
+    values) are what the exact answer needs: on the grid the best points stay 0.005-0.08 TV from
+    fair (docs/method.md). Point j, with the others fixed, is searched between the visited
+    candidate one place below the candidates that enclose it and the one one place above them
+    (for a point on a visited timestep: from the step below to the step above), within its
+    neighbours ``tau_(j+1) <= tau_j <= tau_(j-1)`` and above 1 (a float point at or below 1 would
+    read as a fraction of T); `minimise(f, lo, hi)` returns the minimiser, and the move is kept
+    only if it lowers `objective`. Rounds repeat until no point moves by more than half a
+    timestep, at most `rounds`. `values` (points -> objective) is extended with every
+    evaluated candidate; returns the points (rounded to 0.01) and `values`.
+
+    `objective(points, keep)` keeps the trajectory states entering the first `keep` steps
+    (`CycledGroups.outputs_at`): those above the lowest point's bracket, from which the
+    candidates of the lower points resume; the states below it serve no other candidate.
+    """
+    grid = groups.candidates  # ascending: -1 and the visited timesteps
+    points: list[int | float] = list(start)
+
+    def bracket(tau: float) -> tuple[float, float]:
+        below = max((i for i, c in enumerate(grid) if c <= tau), default=0)
+        above = min((i for i, c in enumerate(grid) if c >= tau), default=len(grid) - 1)
+        return float(grid[max(below - 1, 0)]), float(grid[min(above + 1, len(grid) - 1)])
+
+    def value(candidate: tuple[int | float, ...]) -> float:
+        if candidate not in values:
+            top = bracket(candidate[-1])[1]  # no lower point's candidate changes a step above this
+            values[candidate] = float(objective(candidate, sum(1 for t in groups.timesteps if t > top)))
+        return values[candidate]
+
+    for _ in range(rounds):
+        moved = False
+        for j in range(len(points)):
+            tau = points[j]
+            lo, hi = bracket(tau)
+            if j + 1 < len(points):
+                lo = max(lo, float(points[j + 1]))
+            if j > 0:
+                hi = min(hi, float(points[j - 1]))
+            lo = max(lo, 1.0)
+            if hi - lo < 0.01:
+                continue
+
+            def along(x: float, j=j) -> float:
+                return value(tuple(points[:j] + [round(float(x), 2)] + points[j + 1:]))
+
+            best = round(float(minimise(along, lo, hi)), 2)
+            if best != tau and along(best) < value(tuple(points)):
+                moved = moved or abs(best - tau) > 0.5
+                points[j] = best
+        if not moved:
+            break
+    return tuple(points), values
+
+
 def _pairwise_mmd(f: np.ndarray, k: int, batch_size: int) -> float:
     """``sum_{a < b} MMD^2_u`` between the k groups' features (`unbiased_mmd2`).
 
@@ -662,6 +733,7 @@ def cyclic_direct_search(
     features: Features | None = None,
     coarse: int = 9,
     rounds: int = 4,
+    between_steps: bool = True,
     device="cpu",
     clip_sample: bool = False,
 ) -> TauSearchResult:
@@ -672,25 +744,40 @@ def cyclic_direct_search(
     epsilon estimator's features). Coordinate descent (`_coordinate_descent`) moves one point
     at a time to the minimum along it, found as the single-switch direct search finds tau
     (`bracket_minimum`: a coarse grid of `coarse` positions, then local refinement).
+    With `between_steps` the grid points are then refined between visited steps
+    (`_refine_between_steps`), each by bounded Brent minimisation
+    (`scipy.optimize.minimize_scalar`, to a quarter of a timestep) of the same statistic; the
+    points may then hold a step that mixes two predictions (`CyclicSwitching`).
     k = 2 is the direct search without its early stop. Cost: ``k B`` model evaluations per
-    step run, the steps before a candidate's first changed stage shared with earlier ones.
+    step run (``2 k B`` at a step that holds a continuous point), the steps before a
+    candidate's first changed step shared with earlier ones.
     """
     start = time.perf_counter()
     features = features or _default_features
     groups = CycledGroups(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
                           cycle=cycle, device=device, clip_sample=clip_sample)
 
-    def discrepancy(positions: tuple[int, ...]) -> float:
-        f = features(groups.outputs(positions)).detach().cpu().to(torch.float64).numpy().reshape(groups.k * batch_size, -1)
+    def score(outputs: torch.Tensor) -> float:
+        f = features(outputs).detach().cpu().to(torch.float64).numpy().reshape(groups.k * batch_size, -1)
         return _pairwise_mmd(f, groups.k, batch_size)
 
     def minimise(along: Callable[[int], float], count: int) -> int:
         return bracket_minimum(along, count, coarse=coarse)[0]
 
+    def brent(along: Callable[[float], float], lo: float, hi: float) -> float:
+        return minimize_scalar(along, bounds=(lo, hi), method="bounded", options={"xatol": 0.5}).x
+
     initial, initial_nfe = equal_weight_points(model, groups, features=features, device=device)
-    best, values = _coordinate_descent(groups, discrepancy, initial, minimise=minimise, rounds=rounds)
-    return _points_result("direct", groups, best, values, start, initial_nfe,
-                          {"statistic": "mmd", "coarse": coarse, "rounds": rounds, "start": list(groups.taus(initial))})
+    best, values = _coordinate_descent(groups, lambda positions: score(groups.outputs(positions)), initial,
+                                       minimise=minimise, rounds=rounds)
+    values = {groups.taus(p): v for p, v in values.items()}
+    points = groups.taus(best)
+    if between_steps:
+        points, values = _refine_between_steps(
+            groups, lambda taus, keep: score(groups.outputs_at(taus, keep=keep)), points, values, minimise=brent, rounds=rounds)
+    return _points_result("direct", groups, points, values, start, initial_nfe,
+                          {"statistic": "mmd", "coarse": coarse, "rounds": rounds, "between_steps": between_steps,
+                           "grid": list(groups.taus(best)), "start": list(groups.taus(initial))})
 
 
 def cyclic_sweep_search(
@@ -704,6 +791,7 @@ def cyclic_sweep_search(
     features: Features | None = None,
     stride: int = 1,
     rounds: int = 4,
+    between_steps: bool = True,
     epsilon_options: dict[str, Any] | None = None,
     device="cpu",
     clip_sample: bool = False,
@@ -713,8 +801,10 @@ def cyclic_sweep_search(
     Coordinate descent (`_coordinate_descent`) with a full scan per point: every `stride`-th
     position between the point's neighbours (both ends included) is sampled as every request of
     the cycle on common noise (`CycledGroups`) and scored by
-    `fairbench.metrics.fairness.epsilon_fairness`; the point moves to the lowest. The curve is
-    every evaluated candidate.
+    `fairbench.metrics.fairness.epsilon_fairness`; the point moves to the lowest. With
+    `between_steps` each point is then refined between visited steps (`_refine_between_steps`)
+    by a scan of nine evenly spaced continuous points across its bracket (the estimator is not
+    smooth enough for Brent's method). The curve is every evaluated candidate.
     """
     if not (isinstance(stride, int) and stride >= 1):
         raise FairbenchError(f"sweep stride must be a positive integer, got {stride!r}")
@@ -723,18 +813,28 @@ def cyclic_sweep_search(
     groups = CycledGroups(model, scheduler_name=scheduler_name, steps=steps, seed=seed, batch_size=batch_size,
                           cycle=cycle, device=device, clip_sample=clip_sample)
 
-    def epsilon(positions: tuple[int, ...]) -> float:
-        f = features(groups.outputs(positions)).detach().cpu().numpy()
+    def epsilon(outputs: torch.Tensor) -> float:
+        f = features(outputs).detach().cpu().numpy()
         return float(fairness.epsilon_fairness(f, groups.labels, seed=seed, **(epsilon_options or {})).value)
 
     def minimise(along: Callable[[int], float], count: int) -> int:
         scanned = sorted(set(range(0, count, stride)) | {count - 1})
         return min(scanned, key=along)
 
+    def scan(along: Callable[[float], float], lo: float, hi: float) -> float:
+        return min((lo + (hi - lo) * i / 8 for i in range(9)), key=along)
+
     initial, initial_nfe = equal_weight_points(model, groups, features=features, device=device)
-    best, values = _coordinate_descent(groups, epsilon, initial, minimise=minimise, rounds=rounds)
-    return _points_result("sweep", groups, best, values, start, initial_nfe,
-                          {"stride": stride, "rounds": rounds, "start": list(groups.taus(initial))})
+    best, values = _coordinate_descent(groups, lambda positions: epsilon(groups.outputs(positions)), initial,
+                                       minimise=minimise, rounds=rounds)
+    values = {groups.taus(p): v for p, v in values.items()}
+    points = groups.taus(best)
+    if between_steps:
+        points, values = _refine_between_steps(
+            groups, lambda taus, keep: epsilon(groups.outputs_at(taus, keep=keep)), points, values, minimise=scan, rounds=rounds)
+    return _points_result("sweep", groups, points, values, start, initial_nfe,
+                          {"stride": stride, "rounds": rounds, "between_steps": between_steps,
+                           "grid": list(groups.taus(best)), "start": list(groups.taus(initial))})
 
 
 def cyclic_reference_search(
@@ -801,16 +901,15 @@ def cyclic_reference_search(
                            details={"value": best_value}, points=taus)
 
 
-def _points_result(search: str, groups: CycledGroups, best: tuple[int, ...], values: dict, start: float,
+def _points_result(search: str, groups: CycledGroups, taus: tuple[int | float, ...], values: dict, start: float,
                    initial_nfe: int, details: dict) -> TauSearchResult:
     """A cyclic search's result: ``points`` the chosen transition points, the curve every evaluated
-    candidate as ``(tau_1, value)`` with the full points in ``details["evaluated"]``; the cost is
-    the starting points' and the descent's model evaluations."""
-    taus = groups.taus(best)
-    evaluated = [[list(groups.taus(p)), v] for p, v in sorted(values.items(), reverse=True)]
-    curve = sorted((groups.taus(p)[0], v) for p, v in values.items())
+    candidate (points -> value in `values`) as ``(tau_1, value)`` with the full points in
+    ``details["evaluated"]``; the cost is the starting points' and the search's model evaluations."""
+    evaluated = [[list(p), v] for p, v in sorted(values.items(), reverse=True)]
+    curve = sorted((p[0], v) for p, v in values.items())
     return TauSearchResult(taus[0], search, curve, nfe=initial_nfe + groups.nfe, wall_s=time.perf_counter() - start,
-                           details=details | {"evaluated": evaluated}, points=taus)
+                           details=details | {"evaluated": evaluated}, points=tuple(taus))
 
 
 # ---------------------------------------------------------------------------------------------

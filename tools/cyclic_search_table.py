@@ -6,8 +6,9 @@ For k = 3 and 4 values (means below, data std 0.45), three noise schedules and D
 50 steps: the solved points (`exact_cyclic_points`, exact TV 0 with the straddled steps
 mixed), the best points on the grid (`exact_cyclic_grid_optimum`), the best single switch
 (`attribute_switching` at its best tau), and each search's points, exact max pairwise TV and
-cost in model evaluations (search batch 256 per group, seed 0). `--sweep` adds the sweep
-(the epsilon estimator along each point; slow).
+cost in model evaluations (search batch 256 per group, seed 0); for the searches that refine
+their points between visited steps, also the grid points they refined from. `--sweep` adds the
+sweep (the epsilon estimator along each point; slow).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 
-from fairbench.methods import AttributeSwitching
+from fairbench.methods import BETWEEN_STEPS_SEARCHES, AttributeSwitching
 from fairbench.models.gaussian import (
     GaussianModel, ddim_coefficients, exact_cyclic_grid_optimum, exact_cyclic_points, exact_cyclic_tv, exact_run_metrics,
 )
@@ -30,6 +31,8 @@ def main(sweep: bool) -> None:
     head = ["schedule", "DDIM steps", "k", "solved points", "best single-switch TV", "grid optimum", "TV at grid optimum"]
     for name in searches:
         head += [f"{name} points", f"TV at {name}", f"NFE {name}"]
+        if name in BETWEEN_STEPS_SEARCHES:
+            head += [f"{name} before refining (TV)"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     start = time.perf_counter()
@@ -46,7 +49,11 @@ def main(sweep: bool) -> None:
                 for name in searches:
                     result = CYCLIC_SEARCHES[name](model, scheduler_name="ddim", steps=steps, seed=0, batch_size=256,
                                                    cycle=tuple((a + 1) % k for a in range(k)))
-                    row += [str(list(result.points)), f"{exact_cyclic_tv(model, steps, result.points):.4f}", str(result.nfe)]
+                    points = ", ".join(f"{p:.2f}" if isinstance(p, float) else str(p) for p in result.points)
+                    row += [f"[{points}]", f"{exact_cyclic_tv(model, steps, result.points):.4f}", str(result.nfe)]
+                    if name in BETWEEN_STEPS_SEARCHES:
+                        grid = tuple(result.details["grid"])
+                        row += [f"{list(grid)} ({exact_cyclic_tv(model, steps, grid):.4f})"]
                 print("| " + " | ".join(row) + " |", flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s", file=sys.stderr)
 

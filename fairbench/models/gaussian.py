@@ -323,11 +323,14 @@ def exact_run_metrics(model: GaussianModel, *, method, scheduler_name: str, step
     ``epsilon`` estimates from below. Not given for a corrected method (the correction
     depends on x), for one that assigns its own conditions (each group's law is then a
     mixture, not one Gaussian), nor for one that uses the null condition (not affine in x).
+    A mixture of noise predictions (`Method.mixes_predictions`) is the prediction under the
+    mixed condition here, since ``eps*`` is affine in the condition's mean.
     """
     if scheduler_name != "ddim" or method.correct is not None or method.assign is not None:
         return {}
     timesteps, _, _ = ddim_coefficients(model, steps)
     k = model.num_attributes
+    method = method.visiting(timesteps)
     laws = []
     for a in range(k):
         requested = torch.tensor([a])

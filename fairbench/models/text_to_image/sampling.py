@@ -146,6 +146,11 @@ def sample_pipeline(
         size = len(batch)
         pipe.scheduler = bind_step_noise(make_scheduler(scheduler_name, **model.scheduler_config()), StepNoise(seed, batch))
         timesteps = visited_timesteps(make_scheduler(scheduler_name, **model.scheduler_config()), steps)
+        method = method.visiting(timesteps)
+        if method.mixes_predictions and any(int((method.weights(t, wanted, k) != 0).sum(1).max()) > 1 for t in timesteps):
+            # the callback can only swap the condition: a mixture of predictions needs the shared loop
+            raise FairbenchError(f"{method.name} {method.params()} mixes two noise predictions at a step between its "
+                                 "points, which the pipeline's own call cannot do; give points on visited timesteps")
         current = [method.weights(timesteps[0], wanted, k)]
         cond = model.condition(current[0])
 
