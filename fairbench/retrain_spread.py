@@ -3,15 +3,17 @@
 Training on the CPU is seeded but not bitwise reproducible, so a rerun that retrains the
 networks (the generator, the judge whose features epsilon and FID read, the guidance
 classifier) moves every metric by more than its resampling interval. The spread was measured
-by retraining the shipped digits config with its training seeds set to 1, 2 and 3 and running
-the benchmark on each set beside the shipped one (docs/networks.md, "Retrain spread of the
+by retraining the shipped digits config with its training seeds set to 1 (one retrain so far)
+and running the default benchmark on it beside the shipped set (docs/networks.md, "Retrain spread of the
 leaderboard metrics"); ``fairbench/networks/RETRAIN_SPREAD.json`` holds, per metric and
 method, the standard deviation over those sets, with its provenance.
 
-`retrain_spreads` gives one number per metric, the largest standard deviation over the
-methods (the second error bar of a leaderboard, the ``training_spread`` of `fairbench check`
+`retrain_spreads` gives one number per metric, the pooled standard deviation over the methods
+(``sqrt(mean_m sd_m^2)``, `tools/retrain_spread.py`) (the second error bar of a leaderboard, the ``training_spread`` of `fairbench check`
 and of `fairbench compare` across trainings). It applies to model kinds whose networks
-fairbench trains, never to the analytic ``gaussian`` model.
+fairbench trains, never to the analytic ``gaussian`` model. It was measured on digits only:
+on other trained benchmarks (Fashion-MNIST, three-level digits) it is digits' spread, shown as
+a stand-in until their own retrains are measured.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def read_spread_file(path: Path | None = None) -> dict:
 
 
 def retrain_spreads(model_kind: str | None = "unet", path: Path | None = None) -> dict[str, float]:
-    """metric -> standard deviation of one training's value (largest over methods); {} for
+    """metric -> standard deviation of one training's value (pooled over methods); {} for
     untrained model kinds or when nothing was measured."""
     if model_kind is None or model_kind in UNTRAINED_KINDS:  # no model named: nothing known to spread
         return {}
