@@ -767,6 +767,18 @@ def cyclic_direct_search(
     def brent(along: Callable[[float], float], lo: float, hi: float) -> float:
         return minimize_scalar(along, bounds=(lo, hi), method="bounded", options={"xatol": 0.5}).x
 
+    return _descend_and_refine("direct", model, groups, score, minimise=minimise, refine=brent, start=start,
+                               features=features, device=device, rounds=rounds, between_steps=between_steps,
+                               settings={"statistic": "mmd", "coarse": coarse})
+
+
+def _descend_and_refine(name: str, model: Denoiser, groups: CycledGroups, score: Callable[[torch.Tensor], float], *,
+                        minimise: Callable, refine: Callable, start: float, features: Features, device,
+                        rounds: int, between_steps: bool, settings: dict[str, Any]) -> TauSearchResult:
+    """The k - 1 point searches' common course: start from equal measured stage weights
+    (`equal_weight_points`), coordinate descent on the grid with `minimise` scoring each
+    candidate's outputs by `score`, then, with `between_steps`, each point refined between visited
+    steps by `refine` (`_refine_between_steps`)."""
     initial, initial_nfe = equal_weight_points(model, groups, features=features, device=device)
     best, values = _coordinate_descent(groups, lambda positions: score(groups.outputs(positions)), initial,
                                        minimise=minimise, rounds=rounds)
@@ -774,10 +786,10 @@ def cyclic_direct_search(
     points = groups.taus(best)
     if between_steps:
         points, values = _refine_between_steps(
-            groups, lambda taus, keep: score(groups.outputs_at(taus, keep=keep)), points, values, minimise=brent, rounds=rounds)
-    return _points_result("direct", groups, points, values, start, initial_nfe,
-                          {"statistic": "mmd", "coarse": coarse, "rounds": rounds, "between_steps": between_steps,
-                           "grid": list(groups.taus(best)), "start": list(groups.taus(initial))})
+            groups, lambda taus, keep: score(groups.outputs_at(taus, keep=keep)), points, values, minimise=refine, rounds=rounds)
+    return _points_result(name, groups, points, values, start, initial_nfe,
+                          settings | {"rounds": rounds, "between_steps": between_steps,
+                                      "grid": list(groups.taus(best)), "start": list(groups.taus(initial))})
 
 
 def cyclic_sweep_search(
@@ -824,17 +836,9 @@ def cyclic_sweep_search(
     def scan(along: Callable[[float], float], lo: float, hi: float) -> float:
         return min((lo + (hi - lo) * i / 8 for i in range(9)), key=along)
 
-    initial, initial_nfe = equal_weight_points(model, groups, features=features, device=device)
-    best, values = _coordinate_descent(groups, lambda positions: epsilon(groups.outputs(positions)), initial,
-                                       minimise=minimise, rounds=rounds)
-    values = {groups.taus(p): v for p, v in values.items()}
-    points = groups.taus(best)
-    if between_steps:
-        points, values = _refine_between_steps(
-            groups, lambda taus, keep: epsilon(groups.outputs_at(taus, keep=keep)), points, values, minimise=scan, rounds=rounds)
-    return _points_result("sweep", groups, points, values, start, initial_nfe,
-                          {"stride": stride, "rounds": rounds, "between_steps": between_steps,
-                           "grid": list(groups.taus(best)), "start": list(groups.taus(initial))})
+    return _descend_and_refine("sweep", model, groups, epsilon, minimise=minimise, refine=scan, start=start,
+                               features=features, device=device, rounds=rounds, between_steps=between_steps,
+                               settings={"stride": stride})
 
 
 def cyclic_reference_search(
