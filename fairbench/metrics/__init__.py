@@ -408,7 +408,7 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("peak_mem_basis", "which of the two peak_mem_mb measurements a record holds", "none", "-", group="cost"),
         MetricInfo("tau", "transition timestep used by attribute switching, on the training grid [-1, T-1]",
                    "none", "Choi et al. 2024, Algorithm 1", group="search"),
-        MetricInfo("taus", "transition timesteps of cyclic switching, tau_1 >= ... >= tau_(k-1), on the training grid",
+        MetricInfo("taus", "transition points of cyclic switching, tau_1 >= ... >= tau_(k-1): training timesteps, or continuous points between visited steps (a float above 1)",
                    "none", "-", group="search"),
         MetricInfo("tau_search_nfe", "model evaluations spent by the tau search, counted per sample", "lower", "-", group="search"),
         MetricInfo("tau_search_s", "wall-clock seconds of the tau search", "lower", "-", group="search"),

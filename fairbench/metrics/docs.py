@@ -127,11 +127,11 @@ is `e -+ t_7(0.975) sd` (Student's t with 7 degrees of freedom, since sd comes f
 clipped to [0, 1]; it always contains the estimate. The earlier interval divided `sd` by sqrt(2)
 (treating the halves as independent samples of half the size) and mixed it with a bootstrap of the
 held-out predictions, which ignores refitting; it covered the exact TV in 75-92% of draws at 500 per
-group. Measured now (coverage table of `docs/metrics-validation.md`, mean shift, where logistic
-regression is Bayes-optimal): 0.98 at 250 and 0.96 at 500 per group (100 draws each), 0.96 at 1000
-and at 2000 (25 draws each; fewer than the 200 the table is meant to hold, for lack of machine time:
-`fairbench report metrics --coverage-draws 200 --coverage-large-draws 200 --jobs N` fills it), and
-`epsilon_lower` stayed below the exact TV in 99-100% of draws on every known-truth case. With `epsilon_subsamples = 0` the interval is the cheaper normal
+group. Measured now (coverage table of `docs/metrics-validation.md`, `fairbench report metrics`
+at its defaults, 200 draws per row; mean shift, where logistic regression is Bayes-optimal):
+0.960, 0.955, 0.965 and 0.980 at 250, 500, 1000 and 2000 per group (standard error about 0.015
+each), within 3 points of the nominal 0.95 at every size, on the conservative side at 2000; and
+`epsilon_lower` stayed below the exact TV in 99.5-100% of 200 draws on every known-truth case and size. With `epsilon_subsamples = 0` the interval is the cheaper normal
 `e -+ z sqrt(v + w)` (held-out test-sample and fold-split variances only), which is conservative
 for learners that adapt to their sample (their threshold follows the sample's own fluctuation) and
 ignores refitting. Neither includes the variation between two trainings of the generator;
@@ -182,7 +182,16 @@ under epsilon by construction and keeps the training bias).
 
 **Cost**: `python benchmarks/scaling.py` (seconds per measured job and per epsilon estimate at 1k
 to 64k samples of 2, 64 and 512 dims; numbers in the README, "Speed and memory") and
-`python benchmarks/epsilon_cost.py` (CPU seconds at the benchmarks' sizes).
+`python benchmarks/epsilon_cost.py` (CPU seconds at the benchmarks' sizes). Every record's
+`measure_s` is the wall time of measuring that job (all metrics, the features extracted once),
+beside `wall_s`, the time of sampling it; `benchmarks/gaussian-20k.toml` (20,000 samples of the
+analytic Gaussian model, three methods, three seeds, DDPM 1000 steps) compares the two within
+one run: measuring its nine jobs took 191 s of wall time against 507 s of sampling (ratio 0.38;
+10-44 s per job, on 2 cores shared with two trainings, so both are slowed alike). Before the
+Nystroem panel and the streamed quality metrics the same jobs spent 80-115 s each measuring.
+KID is clean-fid's definition and subsets (`quality.kernel_distance`), computed with the cube as
+two products: clean-fid's float power made it 5-6 CPU seconds per call at 2-dimensional
+features, three calls per job.
 `epsilon_linear` (the earlier estimator: one logistic regression on the setup's features, interval
 without refitting) costs about 0.03 s and is recorded beside it, so old and new columns can be
 compared.
