@@ -294,9 +294,12 @@ def _check_pairing(jobs: list[_Job]) -> None:
             raise FairbenchError(f"two records of {repeated[0]!r} with seed {seed}; each method needs its own label")
         for job in same[1:]:
             if not np.array_equal(job.evidence["requested"], first.evidence["requested"]):
+                sizes = len(job.evidence["requested"]), len(first.evidence["requested"])
+                why = ("a sequential n_samples stops each method at its own look; pairing needs one fixed n_samples"
+                       if sizes[0] != sizes[1] else "different requests")
                 raise FairbenchError(
                     f"the sample indices of {job.label!r} and {first.label!r} (seed {seed}) do not pair: "
-                    f"{len(job.evidence['requested'])} and {len(first.evidence['requested'])} samples with different requests"
+                    f"{sizes[0]} and {sizes[1]} samples ({why})"
                 )
             a, b = job.evidence.get("utility_correct"), first.evidence.get("utility_correct")
             if a is not None and b is not None and len(a) != len(b):

@@ -21,6 +21,7 @@ from .datasets import dataset_spec
 from .metrics.suite import SuiteOptions
 from .models import model_spec
 from .schedulers import CLIPPING_SCHEDULERS, SCHEDULERS
+from .sequential import SequentialSamples
 from .tau_search import CYCLIC_SEARCHES, SEARCHES
 from .tables import parse_table, positive
 
@@ -31,20 +32,31 @@ from .tables import parse_table, positive
 @dataclass(frozen=True)
 class BenchmarkSpec:
     name: str
-    n_samples: int = 2000
+    # a number, or a table: sample in rounds until epsilon's interval is narrow (fairbench.sequential)
+    n_samples: int | SequentialSamples = 2000
     seeds: list[int] = field(default_factory=lambda: [0])
     # Execution details: results do not depend on them.
     batch_size: int = 1000
     shard_size: int = 1000  # samples per resumable shard
 
     def validate(self, where: str) -> None:
-        positive(self.n_samples, f"{where}.n_samples")
+        if isinstance(self.n_samples, int):
+            positive(self.n_samples, f"{where}.n_samples")
         positive(self.batch_size, f"{where}.batch_size")
         positive(self.shard_size, f"{where}.shard_size")
         if not self.seeds:
             raise FairbenchError(f"{where}.seeds must list at least one seed")
         if any(s < 0 for s in self.seeds):
             raise FairbenchError(f"{where}.seeds must be non-negative, got {self.seeds}")
+
+    @property
+    def sequential(self) -> SequentialSamples | None:
+        return self.n_samples if isinstance(self.n_samples, SequentialSamples) else None
+
+    @property
+    def max_samples(self) -> int:
+        """The most samples a job of this benchmark draws."""
+        return self.n_samples if self.sequential is None else self.sequential.max
 
 
 @dataclass(frozen=True)

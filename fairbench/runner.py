@@ -32,7 +32,7 @@ from .errors import FairbenchError, lookup
 from .figures import write_figures
 from .methods import Conditional, MethodContext, assigned, check_method, single_switch_advice
 from .metrics.cost import PeakMemory
-from .metrics.suite import evaluate
+from .metrics.suite import epsilon_spaces, estimate_epsilon, evaluate
 from .models import Setup
 from .noise import SCHEME as NOISE_SCHEME
 from .progress import progress
@@ -43,6 +43,7 @@ from .records import (
 )
 from .sample_files import write_sample_folder
 from .sampling import PrefixCache, SampleOutput, sample
+from .sequential import Look, run_looks
 from .shards import ShardedSamples, read_shard, write_shard
 from .tau_search import TauSearchResult, run_cyclic_search, run_search
 
@@ -82,13 +83,14 @@ class Job:
         different labels also hold their label, so that each keeps its own job."""
         config = self.config
         method = self.method.record()
+        sequential = config.benchmark.sequential
         spec = {
             "benchmark": config.benchmark.name,
             "model": config.model,
             "dataset": config.dataset,
             "sampler": dataclasses.asdict(config.sampler) | {"clip_sample": config.clip_sample()},
             "method": method,
-            "n_samples": config.benchmark.n_samples,
+            "n_samples": config.benchmark.n_samples if sequential is None else sequential.as_json(),
             "seed": self.seed,
             "metrics": dataclasses.asdict(config.metrics),
             "requested": "sample i requests value i mod k",
@@ -151,14 +153,15 @@ def _cyclic_search(job: Job, setup: Setup, out_dir: Path, device: str, kind: str
 PREFIXES = PrefixCache()
 
 
-def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) -> SampleOutput:
-    """Sample in shards of ``shard_size``; finished shards are reused, not recomputed.
+def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str, n: int) -> SampleOutput:
+    """Samples 0..n-1 in shards of ``shard_size``; finished shards are reused, not recomputed (a
+    shorter last shard of an earlier round of a sequential job is completed by sampling it again).
 
     The returned samples are a `ShardedSamples` view of the shard files, so the measurements
     read them one shard at a time.
     """
     config = job.config
-    n, size = config.benchmark.n_samples, config.benchmark.shard_size
+    size = config.benchmark.shard_size
     k = setup.model.num_attributes
     requested = requested_values(n, k)
     conditions = assigned(method, requested, k, seed=job.seed, indices=range(n))
@@ -172,8 +175,9 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str) 
     for lo in range(0, n, size):
         path = folder / f"{lo // size:05d}.safetensors"
         indices = list(range(lo, min(lo + size, n)))
-        if path.exists():
-            meta = read_shard(path)[1]
+        done = read_shard(path) if path.exists() else None
+        if done is not None and len(done[0]) == len(indices):
+            meta = done[1]
             bar.update(len(indices))
         else:
             out = (setup.sample or sample)(
@@ -212,19 +216,40 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
     method = spec.method_class.build(spec.options(), context)
     search = searches[0] if searches else None
     kept = PREFIXES.bytes
+    options, sequential = config.metrics, config.benchmark.sequential
+    looks: list[Look] = []
+    measuring = 0.0
     with PeakMemory(device) as memory:
-        out = _sample_sharded(job, setup, method, out_dir, device)
+        if sequential is None:
+            out, epsilon = _sample_sharded(job, setup, method, out_dir, device, config.benchmark.n_samples), None
+        else:  # rounds: every look's intervals at the per-look level (fairbench.sequential)
+            options = dataclasses.replace(options, confidence=sequential.look_confidence(options.confidence))
+
+            def measure(n: int) -> tuple[float, tuple[float, float]]:
+                nonlocal out, epsilon, measuring
+                out = _sample_sharded(job, setup, method, out_dir, device, n)
+                started = time.perf_counter()
+                spaces = epsilon_spaces(out.samples, setup, options, device=device)
+                epsilon = (spaces, estimate_epsilon(spaces, out.requested, options, seed=job.seed))
+                measuring += time.perf_counter() - started
+                return epsilon[1].value, epsilon[1].interval
+
+            out = epsilon = None
+            looks = run_looks(sequential, measure)
     memory.exclude(PREFIXES.bytes - kept)  # states kept for later switching jobs are not this method's
-    n = config.benchmark.n_samples
+    n = len(out.requested)
     evidence: dict = {}
-    measuring = time.perf_counter()
-    metrics = evaluate(out.samples, out.requested, setup, seed=job.seed, config=config.metrics, final=out.final,
-                       device=device, evidence=evidence)
+    started = time.perf_counter()
+    metrics = evaluate(out.samples, out.requested, setup, seed=job.seed, config=options, final=out.final,
+                       device=device, evidence=evidence, epsilon=epsilon)
+    measuring += time.perf_counter() - started
     write_evidence(out_dir, job.key, evidence)  # before the record: a record always has its evidence
+    if sequential is not None:
+        metrics |= {"n_used": n, "look_confidence": options.confidence, "looks": [look.as_json() for look in looks]}
     metrics |= {
         "nfe_per_sample": out.nfe / n,
         "wall_s": out.wall_s,
-        "measure_s": time.perf_counter() - measuring,
+        "measure_s": measuring,
         "samples_per_s": n / out.wall_s if out.wall_s > 0 else None,
         **memory.as_metrics(),
         **method.run_metrics(),

@@ -25,7 +25,7 @@ def type_name(hint) -> str:
         return " or ".join(type_name(a) for a in typing.get_args(hint) if a is not type(None))
     if origin in (list, tuple):
         return "a list"
-    if origin is dict or hint is dict:
+    if origin is dict or hint is dict or dataclasses.is_dataclass(hint):
         return "a table"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
@@ -43,6 +43,9 @@ def convert(value: Any, hint, where: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
+        tables = [option for option in options if dataclasses.is_dataclass(option)]
+        if isinstance(value, dict) and len(tables) == 1:  # its own messages say what is wrong in the table
+            return parse_table(tables[0], value, where)
         for option in options:
             if option is type(None):
                 continue

@@ -13,7 +13,7 @@ PACKAGE = Path(fairbench.__file__).parent
 # A module may import modules of its own layer or below, never above. Longest prefix wins.
 LAYERS = {
     "errors": 0,
-    "tables": 1, "noise": 1, "schedulers": 1, "records": 1, "cache": 1, "models.base": 1, "progress": 1, "stats": 1, "retrain_spread": 1,
+    "tables": 1, "noise": 1, "schedulers": 1, "records": 1, "cache": 1, "models.base": 1, "progress": 1, "stats": 1, "retrain_spread": 1, "sequential": 1,
     "sampling": 2,
     "methods": 3, "tau_search": 3, "models": 3, "metrics": 3, "datasets": 3, "classifiers": 3, "train": 3, "shards": 3, "sample_files": 3,
     "config": 4, "leaderboard": 4, "report_model": 4, "writers": 4, "publish": 4, "website": 4, "html_report": 4, "figures": 4, "report": 4, "check": 4, "testing": 4, "compare": 4, "planning": 4,

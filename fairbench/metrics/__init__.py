@@ -387,6 +387,14 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("nfe_per_sample", "model evaluations per generated sample", "lower", "-", group="cost", headline=True),
         MetricInfo("wall_s", "wall-clock seconds of sampling (tau search excluded)", "lower", "-", group="cost"),
         MetricInfo("samples_per_s", "n_samples / wall_s", "higher", "-", group="cost"),
+        MetricInfo("n_used", "samples a sequential job drew (n_samples = { half_width, max }): the look at which "
+                   "epsilon's interval was first at most half_width wide, or max", "lower", "-", group="cost"),
+        MetricInfo("look_confidence", "level of every interval of a sequential record: 1 - (1 - confidence) / L "
+                   "for its L looks, so that all looks cover at once with probability at least confidence "
+                   "(union bound; the stopping look may be chosen from the data)", "none",
+                   "confidence sequences over a fixed schedule of looks", group="cost"),
+        MetricInfo("looks", "each look of a sequential job: n, epsilon, its interval at look_confidence and its "
+                   "half-width", "none", "-", group="cost"),
         MetricInfo("measure_s", "wall-clock seconds of measuring the samples (every metric of the record, "
                    "features extracted once)", "lower", "-", group="cost"),
         MetricInfo(

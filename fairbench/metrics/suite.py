@@ -40,7 +40,7 @@ from ..progress import progress
 from ..tables import positive
 from .axes import balance_by_attribute, epsilon_by_attribute
 from .balance import balance_metrics, confusion_matrix, per_class_accuracy
-from .fairness import DEFAULT_LEARNERS, LEARNERS, MAX_TRAIN, epsilon_fairness, epsilon_linear, epsilon_lower, raw_space_helps
+from .fairness import DEFAULT_LEARNERS, LEARNERS, MAX_TRAIN, EpsilonEstimate, epsilon_fairness, epsilon_linear, epsilon_lower, raw_space_helps
 from .features import FeatureExtractor, find_inception, inception_features, raw_features
 from .quality import QUALITY_BACKENDS, FeatureStats, quality_metrics
 from .inheritance import inheritance_metrics, real_target_gap
@@ -129,6 +129,26 @@ def _batched(fn, samples: torch.Tensor, *, device, batch_size: int) -> np.ndarra
     return FeatureExtractor("", fn, device, batch_size)(samples).numpy()
 
 
+def epsilon_spaces(samples: torch.Tensor, setup, options: SuiteOptions, *, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+    """The feature spaces epsilon searches: ``Setup.features``, and the raw values where they help."""
+    batch = options.feature_batch_size
+    spaces = {setup.feature_name: setup_features(setup, device=device, batch_size=batch)(samples).numpy()}
+    if raw_space_helps(setup.feature_name, tuple(samples.shape[1:])):
+        spaces["raw"] = raw_features(device=device, batch_size=batch)(samples).numpy()
+    return spaces
+
+
+def estimate_epsilon(spaces: dict[str, np.ndarray], requested, options: SuiteOptions, *, seed: int) -> EpsilonEstimate:
+    """`epsilon_fairness` with the ``[metrics]`` settings in `options`."""
+    return epsilon_fairness(
+        spaces, np.asarray(requested),
+        learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
+        subsamples=options.epsilon_subsamples,
+        permutations=options.epsilon_permutations, confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
+        max_train=options.epsilon_max_train,
+    )
+
+
 def evaluate(
     samples: torch.Tensor,
     requested,
@@ -139,6 +159,7 @@ def evaluate(
     final=None,
     device: str | torch.device = "cpu",
     evidence: dict[str, np.ndarray] | None = None,
+    epsilon: tuple[dict[str, np.ndarray], EpsilonEstimate] | None = None,
 ) -> dict[str, Any]:
     """The metrics of one run's `samples` (``[N, *sample_shape]``, requested values `requested`).
 
@@ -148,6 +169,8 @@ def evaluate(
     and the label when ``utility_target = "sensitive"``. `device`: where extractors and judges run.
     `evidence`: a dict that receives the per-sample arrays the headline metrics are computed
     from (`fairbench.compare.EVIDENCE` lists them), so they can be recomputed on resampled indices.
+    `epsilon`: the feature spaces and epsilon estimate of these samples under these options, when
+    already computed (`epsilon_spaces`, `estimate_epsilon`).
     """
     options = SuiteOptions.from_config(config)
     options.validate()
@@ -158,18 +181,12 @@ def evaluate(
 
     # stages: epsilon, balance (with a judge), quality and utility (with real data)
     bar = progress(total=1 + (setup.judge is not None) + 2 * (setup.real is not None), desc="measuring", unit="stage")
-    features = setup_features(setup, device=device, batch_size=batch)
-    sample_features = features(samples).numpy()
-    spaces = {setup.feature_name: sample_features}
-    if raw_space_helps(setup.feature_name, tuple(samples.shape[1:])):
-        spaces["raw"] = raw_features(device=device, batch_size=batch)(samples).numpy()
-    estimate = epsilon_fairness(
-        spaces, requested,
-        learners=tuple(options.epsilon_learners), folds=options.epsilon_folds, repeats=options.epsilon_repeats,
-        subsamples=options.epsilon_subsamples,
-        permutations=options.epsilon_permutations, confidence=options.confidence, bootstrap=options.bootstrap, seed=seed,
-        max_train=options.epsilon_max_train,
-    )
+    if epsilon is None:
+        spaces = epsilon_spaces(samples, setup, options, device=device)
+        estimate = estimate_epsilon(spaces, requested, options, seed=seed)
+    else:
+        spaces, estimate = epsilon
+    sample_features = spaces[setup.feature_name]
     lower = epsilon_lower(spaces, requested, learners=tuple(options.epsilon_learners), confidence=options.confidence,
                           seed=seed, max_train=options.epsilon_max_train)
     linear = epsilon_linear(
