@@ -40,10 +40,11 @@ their sampling intervals. For such records ``training_spread`` (metric -> bound,
 ``p%``) is added in quadrature to the allowance of rules 2 and 3:
 ``allowed = sqrt(allowed_rule^2 + spread^2)``. The default is measured: for every metric in
 ``fairbench/networks/RETRAIN_SPREAD.json`` (`fairbench.retrain_spread`: the standard deviation
-sd of one training's value over retrains of the shipped digits networks),
+sd of one training's value over retrains of the shipped digits networks, the method's own
+where that method was retrained, pooled over the retrained methods otherwise),
 ``spread = 2 sqrt(2) sd``, about the 95% bound on the difference of two trainings (each with sd);
 metrics it does not list keep ``epsilon = 0.06`` and ``epsilon_linear = 0.06`` (one earlier
-measured gap of two cold trainings times 1.4) or stay on their rule. So no metric a retrain
+measured gap of two cold trainings times 1.4) or stay on their rule (`training_allowance`). So no metric a retrain
 moves is compared exactly across one; metrics a retrain cannot move (``nfe_per_sample``)
 measured a spread of 0. A configured bound (rule 1) is taken as given, without the spread.
 
@@ -67,15 +68,17 @@ from .tables import parse_table
 from .errors import FairbenchError, suggest
 from .metrics import METRICS
 from .records import MACHINE_METRICS, read_record, read_records
-from .retrain_spread import retrain_spreads
+from .retrain_spread import RetrainSpread
 
 TIMING_METRICS = MACHINE_METRICS  # they measure the machine: excluded by default
 DEFAULT_EXCLUDE = (*TIMING_METRICS, "epsilon_p_value")
 # Change of a metric between two trainings of the same config (module docstring): 2 sqrt(2) times
-# the measured retrain standard deviation, where measured.
+# the measured retrain standard deviation, each method's own where it was retrained.
+MEASURED_SPREAD = RetrainSpread.measured()
+TWO_TRAININGS = 2.0 * math.sqrt(2.0)  # about the 95% bound on the difference of two trainings, in sds
 DEFAULT_TRAINING_SPREAD = {"epsilon": 0.06, "epsilon_linear": 0.06} | {
-    name: float(f"{2.0 * math.sqrt(2.0) * sd:.3g}") for name, sd in retrain_spreads().items()
-}
+    name: float(f"{TWO_TRAININGS * sd:.3g}") for name, sd in MEASURED_SPREAD.pooled.items()
+}  # the pooled bounds: methods that were not retrained
 UNTRAINED_MODEL_KINDS = ("gaussian",)  # analytic models: no network, nothing retrained
 OUTSIDE_SLACK = 1e-9  # a value this far outside its interval is floating-point noise, not a broken record
 
@@ -118,8 +121,9 @@ class CheckSpec:
     fail_on: Literal["any", "worse"] = "any"
     exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
     tolerance: dict = field(default_factory=dict)  # metric -> number or "p%"
-    # metric -> number or "p%": change between two trainings of the same config's networks
-    training_spread: dict = field(default_factory=lambda: dict(DEFAULT_TRAINING_SPREAD))
+    # metric -> number or "p%": change between two trainings of the same config's networks; a
+    # metric not named here gets the measured one (`training_allowance`)
+    training_spread: dict = field(default_factory=dict)
     allow_missing: bool = False
 
     def validate(self, where: str) -> None:
@@ -283,6 +287,19 @@ def interval_allowance(base: float, new: float, base_interval, new_interval, k: 
     return k * math.hypot(max(u_base, 0.0), max(u_new, 0.0))
 
 
+def training_allowance(metric: str, label: str, base: float, configured: dict[str, Tolerance]) -> float | None:
+    """How far two trainings may move `metric` of method `label`: the ``[check] training_spread``
+    bound where it names the metric; else ``2 sqrt(2)`` times the method's own measured retrain
+    sd (the pooled sd for a method that was not retrained); else the earlier measured bound of
+    `DEFAULT_TRAINING_SPREAD`; None when nothing is known (the metric keeps its rule)."""
+    if metric in configured:
+        return configured[metric].allowed(base)
+    sd = MEASURED_SPREAD.sd(metric, label)
+    if sd is not None:
+        return float(f"{TWO_TRAININGS * sd:.3g}")
+    return DEFAULT_TRAINING_SPREAD.get(metric)
+
+
 def compare_metric(metric: str, base_record: dict, new_record: dict, spec: CheckSpec,
                    tolerances: dict[str, Tolerance], spreads: dict[str, Tolerance] | None = None) -> Comparison:
     label, seed = str(base_record["label"]), base_record["spec"].get("seed")
@@ -310,8 +327,8 @@ def compare_metric(metric: str, base_record: dict, new_record: dict, spec: Check
     else:
         allowed, rule = spec.exact * max(1.0, abs(base)), "exact"
     spreads = spec.spreads() if spreads is None else spreads
-    if metric not in tolerances and metric in spreads and trained_networks(base_record) and trained_networks(new_record):
-        spread = spreads[metric].allowed(base)
+    spread = training_allowance(metric, label, base, spreads)
+    if metric not in tolerances and spread is not None and trained_networks(base_record) and trained_networks(new_record):
         allowed, rule = math.hypot(allowed, spread), f"{rule} + training spread {spread:g}"
     moved = abs(new - base) > allowed
     info = METRICS.get(metric)

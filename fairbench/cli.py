@@ -16,7 +16,7 @@ from .check import CheckSpec, TIMING_METRICS, check_directories, load_check_conf
 from .compare import STATISTICS, compare_records, format_table, load_jobs
 from .config import load_config, load_grid
 from .planning import format_plans, plan_from_jobs, plan_from_values
-from .retrain_spread import retrain_spreads
+from .retrain_spread import RetrainSpread
 from .datasets import DATASETS, _load_builtin
 from .errors import FairbenchError, lookup
 from .figures import epsilon_curves
@@ -173,7 +173,7 @@ def _cmd_compare(args) -> int:
         raise FairbenchError(f"--replicates must be at least 2, got {args.replicates}")
     jobs = load_jobs([Path(d) for d in args.directory])
     comparisons = compare_records(jobs, args.metric or None, replicates=args.replicates, seed=args.seed,
-                                  spreads=retrain_spreads(), explicit=bool(args.metric))
+                                  spreads=RetrainSpread.measured(), explicit=bool(args.metric))
     if args.json:
         print(json.dumps([c.as_json() for c in comparisons]))
     else:

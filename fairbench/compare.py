@@ -41,6 +41,7 @@ import numpy as np
 from .errors import FairbenchError, suggest
 from .metrics import METRICS
 from .records import Record, atomic_write_text, read_records
+from .retrain_spread import RetrainSpread
 from .stats import Difference, compact_letters, holm, paired_difference, stratified_indices, z_value
 
 EVIDENCE_DIR = "evidence"
@@ -334,14 +335,15 @@ def _replicates_of(jobs: list[_Job], metrics: list[str], *, replicates: int, see
 
 def compare_records(
     jobs: list[_Job], metrics: Sequence[str] | None = None, *, replicates: int = REPLICATES, seed: int = 0,
-    confidence: float = 0.95, spreads: dict | None = None, explicit: bool = False,
+    confidence: float = 0.95, spreads: RetrainSpread | None = None, explicit: bool = False,
 ) -> list[Comparison]:
     """Every pair of methods on every metric: paired differences, intervals, p-values, Holm.
 
     `metrics` default `DEFAULT_METRICS` (those the run measured); with `explicit`, a named
-    metric the run did not measure is an error. `spreads`: metric -> the standard deviation of
-    one training's value (`fairbench.retrain_spread`), added in quadrature for each side when
-    the two methods' records come from different trainings: ``se^2 + 2 spread^2``.
+    metric the run did not measure is an error. `spreads`: the standard deviation of one
+    training's value (`fairbench.retrain_spread.RetrainSpread`, each method's own where
+    measured), added in quadrature for each side when the two methods' records come from
+    different trainings: ``se^2 + sd_a^2 + sd_b^2``.
     """
     if not jobs:
         raise FairbenchError("no records to compare")
@@ -356,7 +358,7 @@ def compare_records(
             available = [name for name, st in STATISTICS.items() if all(n in jobs[0].evidence for n in st.needs)]
             raise FairbenchError(f"metric {missing[0]!r} was not measured for two methods of these records; "
                                  f"valid here: {', '.join(available) or 'none'}")
-    spreads = spreads or {}
+    spreads = spreads or RetrainSpread()
     results: list[tuple] = []
     for metric in metrics:
         for a, b in combinations(labels, 2):
@@ -373,7 +375,9 @@ def compare_records(
             record_a, record_b = sides[0][0][2], sides[1][0][2]
             spread = 0.0
             if _training(record_a) != _training(record_b):
-                spread = float(spreads.get(metric, 0.0))
+                # each side's own retrain sd where measured; reported as their root mean square
+                sides_sd = [spreads.sd(metric, label) or 0.0 for label in (a, b)]
+                spread = float(np.sqrt((sides_sd[0] ** 2 + sides_sd[1] ** 2) / 2.0))
                 difference = widen(difference, np.sqrt(2.0 / len(seeds)) * spread, confidence)
             results.append((_column(metric, record_a), a, b, difference, len(seeds), spread))
     if not results:

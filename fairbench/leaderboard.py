@@ -22,7 +22,7 @@ import pandas as pd
 from .compare import DEFAULT_METRICS, STATISTICS, compare_records, load_job, rank_groups
 from .errors import FairbenchError
 from .metrics import METRICS
-from .retrain_spread import retrain_spreads
+from .retrain_spread import RetrainSpread
 
 def column_name(name: str, metrics: dict) -> str:
     """``fid@raw`` for a metric keyed by another field (`MetricInfo.keyed_by`), else the name:
@@ -89,6 +89,7 @@ def leaderboard_frame(records: list[dict], directory: Path | None = None) -> pd.
     for benchmark, label in keys:
         group = [r for r in records if r["label"] == label and r["spec"].get("benchmark") == benchmark]
         row = {"method": label, "benchmark": benchmark, "n_seeds": len(group)}
+        retrain = RetrainSpread.measured(group[0]["spec"].get("model", {}).get("kind"))
         for name in names:
             values = [_columns(r).get(name) for r in group]
             values = [v for v in values if isinstance(v, (int, float))]
@@ -102,7 +103,7 @@ def leaderboard_frame(records: list[dict], directory: Path | None = None) -> pd.
                 if bounds:
                     row[f"{name}_ci_low"] = float(np.mean([b[0] for b in bounds]))
                     row[f"{name}_ci_high"] = float(np.mean([b[1] for b in bounds]))
-            spread = retrain_spreads(group[0]["spec"].get("model", {}).get("kind")).get(base_name(name))
+            spread = retrain.sd(base_name(name), str(label))
             if spread:  # measured and not zero (a count such as nfe_per_sample does not move)
                 row[f"{name}_retrain_sd"] = spread
         rows.append(row)

@@ -105,10 +105,31 @@ def test_a_retrain_of_the_same_config_passes_and_a_regression_still_fails():
     assert pair(base, retrain, model="unet", training_spread={"epsilon": 0})["epsilon"].moved
     assert not pair(base, retrain, model="unet", training_spread={"epsilon": "10%"})["epsilon"].moved
     assert pair(base, retrain, model="unet", tolerance={"epsilon": 0.01})["epsilon"].moved
-    # metrics without a stated spread stay exact, and a p-value is not compared
+    # a metric the table does not name keeps its measured spread; a spread of 0 makes it exact again;
+    # a p-value is not compared
     compared = pair({"fid": 13.7, "epsilon_p_value": 0.001}, {"fid": 12.9, "epsilon_p_value": 0.2}, model="unet",
                     training_spread=earlier)
-    assert compared["fid"].moved and "epsilon_p_value" not in compared
+    assert not compared["fid"].moved and "training spread" in compared["fid"].rule
+    assert "epsilon_p_value" not in compared
+    assert pair({"fid": 13.7}, {"fid": 12.9}, model="unet", training_spread={"fid": 0})["fid"].moved
+
+
+def test_each_retrained_method_keeps_its_own_training_spread():
+    """A method that was retrained gets 2 sqrt(2) times its own sd, the others the pooled sd:
+    the searched tau of attribute switching jumps between retrains, conditional sampling barely
+    moves, and one pooled bound would be too loose for the one and too tight for the other."""
+    from fairbench.check import MEASURED_SPREAD, TWO_TRAININGS
+
+    own = MEASURED_SPREAD.by_method["epsilon"]
+    steady, jumpy = min(own, key=own.get), max(own, key=own.get)
+    assert own[jumpy] > 3 * own[steady]
+    base, new = {"epsilon": 0.50, "epsilon_ci": [0.48, 0.52]}, {"epsilon": 0.60, "epsilon_ci": [0.58, 0.62]}
+    for label in (steady, jumpy, "a method never retrained"):
+        result = compare_records([record(label, model="unet", **new)], [record(label, model="unet", **base)], parse_check({}))
+        (c,) = [c for c in result.comparisons if c.metric == "epsilon"]
+        sd = own.get(label, MEASURED_SPREAD.pooled["epsilon"])
+        assert c.allowed == pytest.approx(math.hypot(math.hypot(0.02, 0.02), float(f"{TWO_TRAININGS * sd:.3g}")))
+        assert c.moved == (c.allowed < 0.1)
 
 
 def test_quantities_without_interval_must_agree_exactly():

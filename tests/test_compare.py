@@ -17,6 +17,7 @@ from fairbench.methods import AttributeSwitching
 from fairbench.metrics.fairness import epsilon_fairness
 from fairbench.models.gaussian import GaussianModel, exact_switching_tv
 from fairbench.records import read_records
+from fairbench.retrain_spread import RetrainSpread
 from fairbench.runner import run_benchmark
 from fairbench.sampling import sample
 from fairbench.stats import compact_letters, holm, paired_difference, stratified_indices
@@ -330,13 +331,20 @@ def test_records_of_different_trainings_add_the_retrain_spread():
                      {"requested": requested, "epsilon_votes": votes[label], "epsilon_pair": np.array([0, 1])})
                 for label, model in (("a", {"kind": "unet", "seed": 0}), ("b", model_b))]
 
-    (same,) = compare_records(jobs({"kind": "unet", "seed": 0}), ["epsilon"], spreads={"epsilon": 0.03})
-    (other,) = compare_records(jobs({"kind": "unet", "seed": 1}), ["epsilon"], spreads={"epsilon": 0.03})
+    pooled = RetrainSpread(pooled={"epsilon": 0.03})
+    (same,) = compare_records(jobs({"kind": "unet", "seed": 0}), ["epsilon"], spreads=pooled)
+    (other,) = compare_records(jobs({"kind": "unet", "seed": 1}), ["epsilon"], spreads=pooled)
     assert same.retrain_sd == 0 and other.retrain_sd == 0.03
     se_same = (same.interval[1] - same.interval[0]) / (2 * norm.ppf(0.975))
     se_other = (other.interval[1] - other.interval[0]) / (2 * norm.ppf(0.975))
     assert se_other == pytest.approx(np.hypot(se_same, np.sqrt(2) * 0.03))
     assert other.difference == same.difference and other.p_value > same.p_value
+    # a method retrained on its own keeps its own sd; the other falls back to the pooled one
+    own = RetrainSpread(pooled={"epsilon": 0.03}, by_method={"epsilon": {"a": 0.12}})
+    (mixed,) = compare_records(jobs({"kind": "unet", "seed": 1}), ["epsilon"], spreads=own)
+    se_mixed = (mixed.interval[1] - mixed.interval[0]) / (2 * norm.ppf(0.975))
+    assert se_mixed == pytest.approx(np.sqrt(se_same**2 + 0.12**2 + 0.03**2))
+    assert mixed.retrain_sd == pytest.approx(np.sqrt((0.12**2 + 0.03**2) / 2))
 
 
 @pytest.mark.slow
