@@ -117,6 +117,7 @@ class Summary:
     version: str  # fairbench version(s) that wrote the records
     n_records: int
     methods: tuple[str, ...]
+    sequential: str = ""  # how sequential sample sizes stopped, where the records have them; else ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,7 +266,22 @@ def summary(records: Sequence[dict]) -> Summary:
         version=", ".join(distinct(lambda r: (r.get("provenance", {}).get("versions") or {}).get("fairbench"))) or "unknown",
         n_records=len(records),
         methods=tuple(dict.fromkeys(str(r["label"]) for r in records)),
+        sequential=_sequential_line(records),
     )
+
+
+def _sequential_line(records: Sequence[dict]) -> str:
+    """One sentence for records of a sequential ``n_samples`` (`fairbench.sequential`)."""
+    stopped = [r for r in records if "n_used" in r["metrics"]]
+    if not stopped:
+        return ""
+    rules = list(dict.fromkeys(_describe(r["spec"].get("n_samples")) for r in stopped))
+    levels = list(dict.fromkeys(f"{r['metrics']['look_confidence']:.4g}" for r in stopped))
+    used = list(dict.fromkeys(str(r["metrics"]["n_used"]) for r in stopped))
+    return (f"Sequential sample sizes (n_samples: {'; '.join(rules)}): each job sampled until the interval of epsilon "
+            f"was that narrow (n_used: {', '.join(used)}); every interval is at the per-look level "
+            f"{', '.join(levels)} (look_confidence), so that stopping on the data keeps the stated coverage"
+            + ("; methods that stopped at different n hold different samples and get no rank groups." if len(used) > 1 else "."))
 
 
 def build_report(records: Sequence[dict], *, directory: Path | None = None, frame: pd.DataFrame | None = None) -> Report:

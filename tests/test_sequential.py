@@ -125,3 +125,12 @@ def test_a_rerun_reuses_every_record(runs):
     for label, record in seq.items():
         assert again[label]["metrics"]["looks"] == record["metrics"]["looks"]
         assert again[label]["job_key"] == record["job_key"]
+
+
+def test_the_leaderboard_says_how_the_jobs_stopped(runs):
+    (seq_dir, seq), (fixed_dir, _) = runs
+    line = next(line for line in (seq_dir / "leaderboard.md").read_text().splitlines() if line.startswith("Sequential"))
+    assert "half_width 0.06" in line and f"{1 - 0.05 / 3:.4g}" in line
+    for record in seq.values():
+        assert str(record["metrics"]["n_used"]) in line
+    assert "Sequential sample sizes" not in (fixed_dir / "leaderboard.md").read_text()

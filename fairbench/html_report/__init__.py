@@ -84,6 +84,7 @@ def summary_html(report: Report) -> str:
         f"Generated from {s.n_records} records: mean ± std over seeds, under it the mean of each seed's interval "
         "where the metric has one. Click a column header to sort (or open the page with <code>#sort=epsilon</code>; "
         "<code>#sort=-epsilon</code> for descending).</p>"
+        + (f'<p class="summary">{escape(s.sequential)}</p>' if s.sequential else "")
     )
 
 

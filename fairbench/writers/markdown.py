@@ -53,6 +53,8 @@ def render_markdown(report: Report) -> str:
         f"Dataset: {_escape_md(s.dataset)}; model: {_escape_md(s.model)}; bias: {_escape_md(s.bias)}; "
         f"fairbench {_escape_md(s.version)}; recorded: {_escape_md(s.date)}.\n",
     ]
+    if s.sequential:
+        out.append(_escape_md(s.sequential) + "\n")
     if not len(report.frame):
         return "\n".join(out + ["No records.\n"])
     out += ["## Headline\n", table(report, report.headline), definitions(report.headline)]
