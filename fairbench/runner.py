@@ -224,6 +224,7 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
             out, epsilon = _sample_sharded(job, setup, method, out_dir, device, config.benchmark.n_samples), None
         else:  # rounds: every look's intervals at the per-look level (fairbench.sequential)
             options = dataclasses.replace(options, confidence=sequential.look_confidence(options.confidence))
+            out = epsilon = None
 
             def measure(n: int) -> tuple[float, tuple[float, float]]:
                 nonlocal out, epsilon, measuring
@@ -234,7 +235,6 @@ def run_cell(job: Job, setup: Setup, out_dir: Path, *, device: str) -> Record:
                 measuring += time.perf_counter() - started
                 return epsilon[1].value, epsilon[1].interval
 
-            out = epsilon = None
             looks = run_looks(sequential, measure)
     memory.exclude(PREFIXES.bytes - kept)  # states kept for later switching jobs are not this method's
     n = len(out.requested)

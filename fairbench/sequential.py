@@ -18,7 +18,8 @@ single 95% interval at the same n. Mixture-martingale sequences (Howard et al., 
 tighter for running means of bounded variables; epsilon is a refitted classifier's
 held-out accuracy, not a running mean, so the union bound over few looks is the
 construction whose validity needs nothing more than each look's own interval.
-``tools/sequential_coverage.py`` shows the coverage by simulation (docs/sequential.md).
+``tools/sequential_coverage.py`` shows the coverage by simulation (docs/compare.md,
+"Stopping when the answer is clear").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Two groups, N(-d/2 e_1, I_2) and N(d/2 e_1, I_2), whose total variation is ``2 Phi(d/2) - 1``;
 the panel is logistic regression alone, Bayes-optimal here, so epsilon's interval targets
-the TV itself. Each draw generates ``max`` samples (sample i requests i mod 2) and measures
+the TV itself; every other epsilon setting is the ``[metrics]`` default a run uses. Each draw generates ``max`` samples (sample i requests i mod 2) and measures
 epsilon at every look of the schedule on the first n samples, as a sequential job does.
 Printed per TV (markdown):
 
@@ -27,7 +27,7 @@ import numpy as np
 
 def _one(args):
     tv, draw, spec, confidence = args
-    from fairbench.metrics.fairness import epsilon_fairness
+    from fairbench.metrics.suite import SuiteOptions, estimate_epsilon
 
     d = 2.0 * NormalDist().inv_cdf((1.0 + tv) / 2.0)
     rng = np.random.default_rng([draw, int(round(tv * 1000))])
@@ -35,10 +35,12 @@ def _one(args):
     x = rng.normal(size=(spec.max, 2))
     x[:, 0] += (y - 0.5) * d
     level = spec.look_confidence(confidence)
+    # the [metrics] defaults a run uses (normal interval, no refitted half-samples), logistic panel
+    options = SuiteOptions(epsilon_learners=("logistic",), epsilon_permutations=0, confidence=level)
     z_look, z_nominal = (NormalDist().inv_cdf((1.0 + c) / 2.0) for c in (level, confidence))
     looks = []
     for n in spec.looks:
-        e = epsilon_fairness(x[:n], y[:n], learners=("logistic",), permutations=0, confidence=level, seed=draw)
+        e = estimate_epsilon({"features": x[:n]}, y[:n], options, seed=draw)
         raw = float(e.statistic)
         low, high = e.interval
         # the unclipped half-width, from a side the clipping to [0, 1] left alone
