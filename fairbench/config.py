@@ -53,11 +53,6 @@ class BenchmarkSpec:
     def sequential(self) -> SequentialSamples | None:
         return self.n_samples if isinstance(self.n_samples, SequentialSamples) else None
 
-    @property
-    def max_samples(self) -> int:
-        """The most samples a job of this benchmark draws."""
-        return self.n_samples if self.sequential is None else self.sequential.max
-
 
 @dataclass(frozen=True)
 class SamplerSpec:

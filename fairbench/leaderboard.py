@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compare import DEFAULT_METRICS, STATISTICS, compare_records, load_job, rank_groups
+from .compare import DEFAULT_METRICS, compare_records, load_job, rank_groups
 from .errors import FairbenchError
 from .metrics import METRICS
 from .retrain_spread import RetrainSpread
