@@ -134,3 +134,16 @@ def test_the_leaderboard_says_how_the_jobs_stopped(runs):
     for record in seq.values():
         assert str(record["metrics"]["n_used"]) in line
     assert "Sequential sample sizes" not in (fixed_dir / "leaderboard.md").read_text()
+
+
+def test_the_sequential_digits_baseline_runs_on_the_shipped_networks():
+    from pathlib import Path
+
+    from fairbench.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "baselines" / "digits-sequential.toml")
+    default = load_config(root / "fairbench" / "configs" / "digits.toml")
+    assert config.benchmark.sequential.looks == (1000, 2000, 4000, 8000)
+    assert config.benchmark.sequential.half_width == 0.03
+    assert (config.model, config.dataset, config.sampler) == (default.model, default.dataset, default.sampler)
