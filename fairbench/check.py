@@ -76,8 +76,15 @@ DEFAULT_EXCLUDE = (*TIMING_METRICS, "epsilon_p_value")
 # the measured retrain standard deviation, each method's own where it was retrained.
 MEASURED_SPREAD = RetrainSpread.measured()
 TWO_TRAININGS = 2.0 * math.sqrt(2.0)  # about the 95% bound on the difference of two trainings, in sds
+
+
+def two_trainings_bound(sd: float) -> float:
+    """``2 sqrt(2) sd`` to three significant digits: how far two trainings, each with `sd`, move a value."""
+    return float(f"{TWO_TRAININGS * sd:.3g}")
+
+
 DEFAULT_TRAINING_SPREAD = {"epsilon": 0.06, "epsilon_linear": 0.06} | {
-    name: float(f"{TWO_TRAININGS * sd:.3g}") for name, sd in MEASURED_SPREAD.pooled.items()
+    name: two_trainings_bound(sd) for name, sd in MEASURED_SPREAD.pooled.items()
 }  # the pooled bounds: methods that were not retrained
 UNTRAINED_MODEL_KINDS = ("gaussian",)  # analytic models: no network, nothing retrained
 OUTSIDE_SLACK = 1e-9  # a value this far outside its interval is floating-point noise, not a broken record
@@ -296,7 +303,7 @@ def training_allowance(metric: str, label: str, base: float, configured: dict[st
         return configured[metric].allowed(base)
     sd = MEASURED_SPREAD.sd(metric, label)
     if sd is not None:
-        return float(f"{TWO_TRAININGS * sd:.3g}")
+        return two_trainings_bound(sd)
     return DEFAULT_TRAINING_SPREAD.get(metric)
 
 

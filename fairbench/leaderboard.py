@@ -86,10 +86,12 @@ def leaderboard_frame(records: list[dict], directory: Path | None = None) -> pd.
     names = _scalar_metrics(records)
     # One row per (benchmark cell, method label): grid cells never share a row.
     keys = list(dict.fromkeys((r["spec"].get("benchmark"), r["label"]) for r in records))
+    kinds = {r["spec"].get("model", {}).get("kind") for r in records}
+    retrain_by_kind = {kind: RetrainSpread.measured(kind) for kind in kinds}
     for benchmark, label in keys:
         group = [r for r in records if r["label"] == label and r["spec"].get("benchmark") == benchmark]
         row = {"method": label, "benchmark": benchmark, "n_seeds": len(group)}
-        retrain = RetrainSpread.measured(group[0]["spec"].get("model", {}).get("kind"))
+        retrain = retrain_by_kind[group[0]["spec"].get("model", {}).get("kind")]
         for name in names:
             values = [_columns(r).get(name) for r in group]
             values = [v for v in values if isinstance(v, (int, float))]

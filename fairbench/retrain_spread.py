@@ -10,8 +10,7 @@ method, the standard deviation over those sets, with its provenance.
 
 `RetrainSpread.sd(metric, method)` is a method's own standard deviation where that method was
 retrained, and for other methods the pooled standard deviation over the retrained ones
-(``sqrt(mean_m sd_m^2)``, `tools/retrain_spread.py`; `retrain_spreads` gives the pooled
-values): the second error bar of a leaderboard, the training spread of `fairbench check`
+(``sqrt(mean_m sd_m^2)``, `tools/retrain_spread.py`; `RetrainSpread.pooled`): the second error bar of a leaderboard, the training spread of `fairbench check`
 and of `fairbench compare` across trainings. Methods differ: Algorithm 2's tau jumps between
 retrains (260-280 in some, 480-500 in others), so attribute switching's epsilon spreads
 twenty times as much as conditional sampling's. It applies to model kinds whose networks
@@ -41,12 +40,6 @@ def read_spread_file(path: Path | None = None) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise FairbenchError(f"retrain spread file {str(path)!r} is not valid JSON: {exc}") from None
-
-
-def retrain_spreads(model_kind: str | None = "unet", path: Path | None = None) -> dict[str, float]:
-    """metric -> standard deviation of one training's value (pooled over methods); {} for
-    untrained model kinds or when nothing was measured."""
-    return RetrainSpread.measured(model_kind, path).pooled
 
 
 @dataclass(frozen=True)

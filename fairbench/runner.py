@@ -44,7 +44,7 @@ from .records import (
 from .sample_files import write_sample_folder
 from .sampling import PrefixCache, SampleOutput, sample
 from .sequential import Look, run_looks
-from .shards import ShardedSamples, read_shard, write_shard
+from .shards import ShardedSamples, shard_header, write_shard
 from .tau_search import TauSearchResult, run_cyclic_search, run_search
 
 def choose_device(requested: str | None = None) -> str:
@@ -175,9 +175,8 @@ def _sample_sharded(job: Job, setup: Setup, method, out_dir: Path, device: str, 
     for lo in range(0, n, size):
         path = folder / f"{lo // size:05d}.safetensors"
         indices = list(range(lo, min(lo + size, n)))
-        done = read_shard(path) if path.exists() else None
-        if done is not None and len(done[0]) == len(indices):
-            meta = done[1]
+        rows, meta = shard_header(path) if path.exists() else (0, {})
+        if rows == len(indices):
             bar.update(len(indices))
         else:
             out = (setup.sample or sample)(

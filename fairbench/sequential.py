@@ -65,6 +65,10 @@ class SequentialSamples:
         """The level of each look's interval: ``1 - (1 - confidence) / L``, L looks."""
         return 1.0 - (1.0 - confidence) / len(self.looks)
 
+    def narrow_enough(self, interval: tuple[float, float] | list[float]) -> bool:
+        """The stopping rule: the interval's half-width is at most ``half_width``."""
+        return half_width(interval) <= self.half_width
+
     def as_json(self) -> dict[str, Any]:
         return {"half_width": self.half_width, "max": self.max, "start": self.start, "growth": self.growth}
 
@@ -97,6 +101,6 @@ def run_looks(spec: SequentialSamples, measure: Callable[[int], tuple[float, tup
     for n in spec.looks:
         value, interval = measure(n)
         taken.append(Look(n, float(value), (float(interval[0]), float(interval[1]))))
-        if taken[-1].half_width <= spec.half_width:
+        if spec.narrow_enough(taken[-1].interval):
             break
     return taken

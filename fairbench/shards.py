@@ -29,6 +29,12 @@ def read_shard(path: Path) -> tuple[torch.Tensor, dict[str, str]]:
         return handle.get_tensor("samples"), handle.metadata() or {}
 
 
+def shard_header(path: Path) -> tuple[int, dict[str, str]]:
+    """A shard's number of samples and its metadata, without reading the samples."""
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_slice("samples").get_shape()[0], handle.metadata() or {}
+
+
 class ShardedSamples:
     def __init__(self, paths: list[Path], sizes: list[int]):
         if len(paths) != len(sizes) or not paths:
@@ -43,11 +49,7 @@ class ShardedSamples:
         paths = sorted(Path(folder).glob("*.safetensors"))
         if not paths:
             return None
-        sizes = []
-        for path in paths:
-            with safe_open(str(path), framework="pt") as handle:
-                sizes.append(handle.get_slice("samples").get_shape()[0])
-        return cls(paths, sizes)
+        return cls(paths, [shard_header(path)[0] for path in paths])
 
     def __len__(self) -> int:
         return sum(self.sizes)

@@ -363,13 +363,13 @@ def test_the_default_training_spread_is_the_measured_retrain_spread():
     """Every metric the retrains measured gets 2 sqrt(2) sd by default; a change of two retrain sds
     passes on a trained model and fails on the analytic one, where nothing is retrained."""
     from fairbench.check import DEFAULT_TRAINING_SPREAD
-    from fairbench.retrain_spread import retrain_spreads
+    from fairbench.retrain_spread import RetrainSpread
 
-    spreads = retrain_spreads()
+    spreads = RetrainSpread.measured().pooled
     assert {"epsilon", "fd", "target_gap", "fid", "kid", "utility_fraction"} <= set(spreads)
     for name, sd in spreads.items():
         assert DEFAULT_TRAINING_SPREAD[name] == pytest.approx(2 * math.sqrt(2) * sd, rel=0.01)
-    assert retrain_spreads("gaussian") == {}
+    assert RetrainSpread.measured("gaussian").pooled == {}
     for name in ("fid", "target_gap"):
         base, new = {name: 0.5}, {name: 0.5 + 2 * spreads[name]}
         assert not pair(base, new, model="unet")[name].moved

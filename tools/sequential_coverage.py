@@ -52,7 +52,7 @@ def _one(args):
 
 
 def main() -> None:
-    from fairbench.sequential import SequentialSamples, half_width
+    from fairbench.sequential import SequentialSamples
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--draws", type=int, default=200)
@@ -83,10 +83,9 @@ def main() -> None:
         rows = [looks for t, looks in results if t == tv]
         stopped, stopped_nominal, all_look, all_nominal, used = [], [], [], [], []
         for looks in rows:
-            chosen = next((i for i, (_, interval, _) in enumerate(looks) if half_width(interval) <= spec.half_width),
-                          len(looks) - 1)
-            chosen_nominal = next((i for i, (_, _, interval) in enumerate(looks)
-                                   if half_width(interval) <= spec.half_width), len(looks) - 1)
+            chosen = next((i for i, (_, interval, _) in enumerate(looks) if spec.narrow_enough(interval)), len(looks) - 1)
+            chosen_nominal = next((i for i, (_, _, interval) in enumerate(looks) if spec.narrow_enough(interval)),
+                                  len(looks) - 1)
             stopped.append(covers(looks[chosen][1], tv))
             stopped_nominal.append(covers(looks[chosen_nominal][2], tv))
             all_look.append(all(covers(interval, tv) for _, interval, _ in looks))
